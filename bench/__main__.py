@@ -1,0 +1,21 @@
+"""Run every benchmark section in turn and print its figures (`make bench`)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# Each module has `main(argv) -> None` and prints its own lines.
+SECTIONS = ["bench.foundation"]
+
+
+def main() -> None:
+    wanted = sys.argv[1:]
+    for name in SECTIONS:
+        if wanted and name.split(".")[-1] not in wanted:
+            continue
+        importlib.import_module(name).main()
+
+
+if __name__ == "__main__":
+    main()

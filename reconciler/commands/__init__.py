@@ -1,0 +1,1 @@
+"""One module per `plumb` subcommand: parse options, call the core, print."""
