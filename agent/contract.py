@@ -33,7 +33,9 @@ JsonObject = dict[str, Any]
 
 def canonical_json(value: Any) -> bytes:
     """Serialise `value` canonically: sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
 def to_file_json(value: Any) -> bytes:

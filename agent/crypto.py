@@ -142,7 +142,9 @@ def _read_private(path: Path, size: int) -> bytes:
 
 
 def _derive(shared: bytes, context: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"plumb-seal-v1" + context).derive(shared)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"plumb-seal-v1" + context).derive(
+        shared
+    )
 
 
 def seal(plaintext: bytes, recipient_b64: str, *, context: str) -> str:
@@ -166,6 +168,8 @@ def unseal(sealed: str, key: SealingKey, *, context: str) -> bytes:
     epk, nonce, ciphertext = blob[:32], blob[32:44], blob[44:]
     shared = key.key.exchange(X25519PublicKey.from_public_bytes(epk))
     try:
-        return ChaCha20Poly1305(_derive(shared, context.encode())).decrypt(nonce, ciphertext, epk + context.encode())
+        return ChaCha20Poly1305(_derive(shared, context.encode())).decrypt(
+            nonce, ciphertext, epk + context.encode()
+        )
     except InvalidTag as exc:
         raise ContractError(f"sealed value cannot be opened for {context!r}") from exc

@@ -1,10 +1,10 @@
 """The agent's error hierarchy.
 
-    PlumbError                  base of every error the agent raises on purpose
-    ├── PermanentError          retrying the same input cannot help (bad plan, bad key, bad path)
-    │   ├── ContractError       a plan or report breaks the contract (shape, digest, signature)
-    │   └── PathError           a path escapes allowedPaths, uses `..`, or crosses a symlink
-    └── TemporaryError          may succeed later (remote unreachable, a command timed out)
+PlumbError                  base of every error the agent raises on purpose
+├── PermanentError          retrying the same input cannot help (bad plan, bad key, bad path)
+│   ├── ContractError       a plan or report breaks the contract (shape, digest, signature)
+│   └── PathError           a path escapes allowedPaths, uses `..`, or crosses a symlink
+└── TemporaryError          may succeed later (remote unreachable, a command timed out)
 """
 
 
