@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 ALLOWED_PATHS = ["/etc/plumb", "/etc/nginx/conf.d", "/etc/systemd/system", "/opt", "/srv", "/var/lib/plumb"]
-ROLES = ["app"] * 7 + ["db"] * 2 + ["edge"]  # one node in ten is an edge, two are databases
+# Seven nodes in ten run applications, two databases, one is an edge; even three nodes get every role.
+ROLES = ["app", "db", "edge", "app", "app", "app", "db", "app", "app", "app"]
 ZONES = ["a", "b", "c"]
 FIRST_PORT = 10000
 WORDS = [
