@@ -1,0 +1,277 @@
+"""The one entry point of the pure core: source files in, validated model and per-node resources out.
+
+`compile_desired(files, endpoints=..., cache=...)` parses every file (cached by blob id), builds
+the model, validates it, and renders each node's resources in apply order. The planner, `plumb
+validate`, `plumb render` and `plumb plan` all go through it, so they always agree.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from reconciler import placement
+from reconciler.compose import (
+    Group,
+    GroupRender,
+    Piece,
+    certificate_paths,
+    group_reads_node,
+    path_problem,
+    render_group,
+)
+from reconciler.findings import Finding, has_errors
+from reconciler.load import Document, ParsedFile, parse_file
+from reconciler.model import Model, Node
+from reconciler.render import Lookups, healthy_endpoints
+from reconciler.schemas import document_findings, dotted
+from reconciler.validate import build_model
+from reconciler.values import Endpoint, RenderedResource, SourceFile
+
+__all__ = ["CompileCache", "Desired", "Endpoint", "RenderedResource", "SourceFile", "compile_desired"]
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The outcome of compiling one desired state."""
+
+    findings: tuple[Finding, ...]
+    model: Model | None = None
+    nodes: Mapping[str, tuple[RenderedResource, ...]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None and not has_errors(self.findings)
+
+
+class CompileCache:
+    """What one compile can hand the next: parsed files by blob id, schema findings by document,
+    and group renders by the identity of everything they read."""
+
+    def __init__(self) -> None:
+        self.parsed: dict[str, ParsedFile] = {}
+        self.schema: dict[str, list[Finding]] = {}
+        self.renders: dict[tuple[Any, ...], GroupRender] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def parse(self, source: SourceFile) -> ParsedFile:
+        blob = source.blob_id or git_blob_id(source.data)
+        key = f"{source.path}\0{blob}"
+        parsed = self.parsed.get(key)
+        if parsed is None:
+            parsed = self.parsed[key] = parse_file(source.path, source.data, blob_id=blob)
+        return parsed
+
+    def schema_findings(self, doc: Document) -> list[Finding]:
+        found = self.schema.get(doc.origin)
+        if found is None:
+            found = self.schema[doc.origin] = document_findings(doc)
+        return found
+
+    def render(self, key: tuple[Any, ...], lookups: Lookups, make: Callable[[], GroupRender]) -> GroupRender:
+        """A cached render, reused only while every endpoint list it read is unchanged."""
+        cached = self.renders.get(key)
+        if cached is not None and all(
+            healthy_endpoints(lookups.endpoints.get(service, ()), port) == seen
+            for (service, port), seen in cached.calls.endpoints.items()
+        ):
+            self.hits += 1
+            return cached
+        self.misses += 1
+        fresh = self.renders[key] = make()
+        return fresh
+
+    def prune(self, live: set[str]) -> None:
+        """Forget files no longer in the repository, so a long-running reconciler stays small."""
+        self.parsed = {k: v for k, v in self.parsed.items() if k in live}
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id Git gives a blob with these bytes, so working trees and commits share cache entries."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def is_plumb_file(path: str) -> bool:
+    """`.yaml`/`.yml` files outside dot-directories are Plumb documents."""
+    parts = path.split("/")
+    return path.endswith((".yaml", ".yml")) and not any(p.startswith(".") for p in parts[:-1])
+
+
+def compile_desired(
+    files: Sequence[SourceFile],
+    *,
+    endpoints: Mapping[str, Sequence[Endpoint]] | None = None,
+    cache: CompileCache | None = None,
+) -> Desired:
+    """Parse, validate and render a desired state; never raises on bad input."""
+    cache = cache or CompileCache()
+    files = _selected(files, cache)
+    live = {f"{f.path}\0{f.blob_id or git_blob_id(f.data)}" for f in files}
+    findings: list[Finding] = []
+    valid: list[Document] = []
+    invalid: dict[str, set[str]] = {}
+    for source in files:
+        parsed = cache.parse(source)
+        findings.extend(parsed.findings)
+        for doc in parsed.documents:
+            found = cache.schema_findings(doc)
+            findings.extend(found)
+            if not found:
+                valid.append(doc)
+            elif doc.kind and doc.name:
+                invalid.setdefault(doc.kind, set()).add(doc.name)
+    model, semantic = build_model(valid, invalid)
+    findings.extend(semantic)
+    lookups = Lookups(endpoints or {}, {s.name: s.data for s in model.secrets.values()}, _certificates(model))
+    nodes, rendered = _Assembly(model, lookups, cache).run()
+    findings.extend(rendered)
+    cache.prune(live)
+    return Desired(tuple(sorted(set(findings))), model, nodes)
+
+
+def _selected(files: Sequence[SourceFile], cache: CompileCache) -> list[SourceFile]:
+    """Plumb files, less those plumb.yaml's `spec.ignore` lists."""
+    ignore: list[str] = []
+    for source in files:
+        if source.path in ("plumb.yaml", "plumb.yml"):
+            for doc in cache.parse(source).documents:
+                patterns = (doc.body.get("spec") or {}).get("ignore") if doc.kind == "Repository" else None
+                if isinstance(patterns, list):
+                    ignore.extend(str(p) for p in patterns)
+    return sorted(
+        (
+            f
+            for f in files
+            if is_plumb_file(f.path) and not any(fnmatch.fnmatchcase(f.path, p) for p in ignore)
+        ),
+        key=lambda f: f.path,
+    )
+
+
+def _certificates(model: Model) -> dict[str, dict[str, str]]:
+    return {name: certificate_paths(name) | {"fullchain": ""} for name in model.certificates}
+
+
+class _Assembly:
+    """Render every group of every service and lay the pieces out per node, in apply order."""
+
+    def __init__(self, model: Model, lookups: Lookups, cache: CompileCache) -> None:
+        self.model, self.lookups, self.cache = model, lookups, cache
+        self.per_node: dict[str, list[Piece]] = {name: [] for name in model.nodes}
+        self.ports: dict[str, list[tuple[Mapping[str, Any], Piece]]] = {name: [] for name in model.nodes}
+        self.findings: list[Finding] = []
+
+    def run(self) -> tuple[dict[str, tuple[RenderedResource, ...]], list[Finding]]:
+        for position, name in enumerate(self.model.order):
+            service = self.model.services[name]
+            self._group(Group(name, None), self.model.placement.get(name, ()), position)
+            for use in service.traits:
+                trait = self.model.traits[use.type]
+                if trait.placement is not None:
+                    nodes = placement.place(f"{name}/{use.type}", trait.placement, self.model.nodes)
+                    self._group(Group(name, use.index), nodes, position)
+        laid_out = {name: self._node(name) for name in sorted(self.model.nodes)}
+        return laid_out, self.findings
+
+    def _group(self, group: Group, nodes: Sequence[str], position: int) -> None:
+        if not nodes:
+            return
+        per_node = group_reads_node(self.model, group)
+        for node_name in nodes:
+            node = self.model.nodes[node_name] if per_node else None
+            key = self._key(group, node)
+            done = self.cache.render(
+                key, self.lookups, partial(render_group, self.model, group, node, self.lookups)
+            )
+            self.findings.extend(done.findings)
+            for piece in done.pieces:
+                self.per_node[node_name].append(piece)
+            if group.trait_index is None:
+                service_piece = next((p for p in done.pieces if p.kind == "service"), None)
+                for port in done.ports:
+                    if service_piece is not None:
+                        self.ports[node_name].append((port, service_piece))
+
+    def _key(self, group: Group, node: Node | None) -> tuple[Any, ...]:
+        service = self.model.services[group.service]
+        template = self.model.templates[service.template]
+        traits = tuple(self.model.traits[u.type].doc.origin for u in service.traits)
+        release = self.model.versions.get(service.name)
+        return (
+            group,
+            service.doc.origin,
+            template.doc.origin,
+            traits,
+            release.doc.origin if release else None,
+            node.doc.origin if node else None,
+            tuple(sorted(self.model.certificates)),
+            tuple(sorted((s.name, s.doc.origin) for s in self.model.secrets.values())),
+        )
+
+    def _node(self, name: str) -> tuple[RenderedResource, ...]:
+        order = {service: index for index, service in enumerate(self.model.order)}
+        pieces = sorted(self.per_node[name], key=lambda p: (order[p.service], p.rank))
+        pieces = self._without_conflicts(name, pieces)
+        self._check_ports(name)
+        ids_by_service: dict[str, list[Piece]] = {}
+        resources = []
+        for piece in pieces:
+            earlier = ids_by_service.setdefault(piece.service, [])
+            after = [p.id for p in earlier if p.rank < piece.rank]
+            if piece.kind in ("unit", "service"):
+                deps = self.model.services[piece.service].depends_on
+                after += [f"service:{dep}" for dep in deps if any(p.id == f"service:{dep}" for p in pieces)]
+            earlier.append(piece)
+            resources.append(
+                RenderedResource(
+                    piece.id,
+                    piece.kind,
+                    piece.service,
+                    piece.spec,
+                    tuple(after),
+                    piece.source,
+                    piece.uses_secret,
+                )
+            )
+        return tuple(resources)
+
+    def _without_conflicts(self, node: str, pieces: list[Piece]) -> list[Piece]:
+        """Drop and report a second resource that writes the same id or path on one node."""
+        allowed = self.model.repository.allowed_paths
+        seen: dict[str, Piece] = {}
+        kept: list[Piece] = []
+        for piece in pieces:
+            clash = next((seen[k] for k in (piece.id, *piece.paths) if k in seen), None)
+            if clash is not None:
+                message = (
+                    f"{piece.id} on node {node} is also written by service {clash.service!r} ({clash.source})"
+                )
+                self._finding(piece, message, "resource-conflict")
+                continue
+            problem = next((p for p in (path_problem(x, allowed) for x in piece.paths) if p), None)
+            if problem is not None:
+                self._finding(piece, problem[1], problem[0])
+                continue
+            seen.update(dict.fromkeys((piece.id, *piece.paths), piece))
+            kept.append(piece)
+        return kept
+
+    def _check_ports(self, node: str) -> None:
+        bound: dict[tuple[int, str], Piece] = {}
+        for port, piece in self.ports[node]:
+            key = (int(port["port"]), "udp" if port.get("protocol") == "udp" else "tcp")
+            first = bound.setdefault(key, piece)
+            if first.service != piece.service:
+                message = f"port {key[0]} on node {node} is also bound by service {first.service!r}"
+                doc = self.model.services[piece.service].doc
+                line, column = doc.where(("spec", "params"))
+                self.findings.append(Finding(doc.path, line, column, "spec.params", message, "port-conflict"))
+
+    def _finding(self, piece: Piece, message: str, code: str) -> None:
+        line, column = piece.doc.where(piece.at)
+        self.findings.append(Finding(piece.doc.path, line, column, dotted(piece.at), message, code))
