@@ -1,0 +1,227 @@
+"""The planner: each node's rendered resources and its previous plan in, the node's next plan out.
+
+A plan changes only when the node's work changes (its resources, `allowedPaths` or `heartbeat`):
+then `serial` rises by one and `source.commit` becomes the desired commit being reconciled.
+Otherwise the previous plan is kept as it is, except that `expires` is renewed once less than half
+of `planExpiry` is left. Nothing here signs, reads Git or looks at the clock: `now` is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agent.contract import API_VERSION, PLAN_KIND, resource_digest, resources_digest
+from agent.errors import ContractError
+from reconciler.desired import RenderedResource
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+JsonObject = dict[str, Any]
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z suffix, to the second."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 UTC time written by `format_time` (fractions of a second allowed)."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError as exc:
+        raise ContractError(f"{text!r} is not an RFC 3339 time") from exc
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What every plan carries from the Repository document (times in seconds)."""
+
+    allowed_paths: tuple[str, ...]
+    heartbeat: int
+    plan_expiry: int
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node's plan, unsigned: resources in apply order with their digests."""
+
+    node: str
+    serial: int
+    commit: str
+    expires: str
+    allowed_paths: tuple[str, ...]
+    heartbeat: int
+    resources: tuple[Mapping[str, Any], ...]
+    digest: str
+
+    def document(self) -> JsonObject:
+        """The plan as `schemas/plan.schema.json` has it, without a signature."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": PLAN_KIND,
+            "node": self.node,
+            "serial": self.serial,
+            "source": {"commit": self.commit},
+            "expires": self.expires,
+            "allowedPaths": list(self.allowed_paths),
+            "heartbeat": self.heartbeat,
+            "resources": [dict(entry) for entry in self.resources],
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> NodePlan:
+        """Read a plan back from the state branch; ContractError if it is malformed."""
+        try:
+            return cls(
+                node=str(document["node"]),
+                serial=int(document["serial"]),
+                commit=str(document["source"]["commit"]),
+                expires=str(document["expires"]),
+                allowed_paths=tuple(document["allowedPaths"]),
+                heartbeat=int(document["heartbeat"]),
+                resources=tuple(document["resources"]),
+                digest=str(document["digest"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContractError(f"plan is malformed: {exc!r}") from exc
+
+    def same_work(self, other: NodePlan) -> bool:
+        """True when both plans ask the node for the same thing."""
+        return (self.digest, self.allowed_paths, self.heartbeat) == (
+            other.digest,
+            other.allowed_paths,
+            other.heartbeat,
+        )
+
+
+@dataclass
+class PlanCache:
+    """Plan entries of rendered resources, kept by identity so unchanged resources are not hashed again."""
+
+    entries: dict[int, tuple[RenderedResource, JsonObject]] = field(default_factory=dict)
+    digests: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+    def digest(self, node: str, entries: Sequence[JsonObject]) -> str:
+        """The digest over a node's entries, recomputed only when one of them is a new object."""
+        key = tuple(id(entry) for entry in entries)
+        hit = self.digests.get(node)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        digest = resources_digest(entries)
+        self.digests[node] = (key, digest)
+        return digest
+
+    def entry(self, resource: RenderedResource) -> JsonObject:
+        hit = self.entries.get(id(resource))
+        if hit is not None and hit[0] is resource:
+            return hit[1]
+        entry = plan_entry(resource)
+        self.entries[id(resource)] = (resource, entry)
+        return entry
+
+    def keep_only(self, live: Sequence[Sequence[RenderedResource]]) -> None:
+        """Forget resources no node uses any more."""
+        alive = {id(r) for resources in live for r in resources}
+        for key in [k for k in self.entries if k not in alive]:
+            del self.entries[key]
+        # digests are keyed by entry identity, which is only stable while the entries are kept
+        live_entries = {id(entry) for _, entry in self.entries.values()}
+        for node in [n for n, (key, _) in self.digests.items() if not live_entries.issuperset(key)]:
+            del self.digests[node]
+
+
+def plan_entry(resource: RenderedResource) -> JsonObject:
+    """A resource as it appears in a plan: its plan entry plus the digest of its kind and spec."""
+    entry: JsonObject = resource.plan_entry()
+    entry["digest"] = resource_digest(resource.kind, entry["spec"])
+    return entry
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """The outcome of planning every node: plans, and which of them differ from the previous ones."""
+
+    plans: Mapping[str, NodePlan]
+    changed: frozenset[str]
+    removed: frozenset[str]
+
+
+def plan_node(
+    *,
+    node: str,
+    entries: Sequence[Mapping[str, Any]],
+    previous: NodePlan | None,
+    settings: PlanSettings,
+    commit: str,
+    now: datetime,
+    digest: str | None = None,
+) -> NodePlan:
+    """The node's next plan: the previous one if its work is unchanged (renewed if near expiry)."""
+    candidate = NodePlan(
+        node=node,
+        serial=previous.serial + 1 if previous else 1,
+        commit=commit,
+        expires=format_time(now + timedelta(seconds=settings.plan_expiry)),
+        allowed_paths=settings.allowed_paths,
+        heartbeat=settings.heartbeat,
+        resources=tuple(entries),
+        digest=digest if digest is not None else resources_digest(entries),
+    )
+    if previous is None or not previous.same_work(candidate):
+        return candidate
+    if needs_renewal(previous, now=now, plan_expiry=settings.plan_expiry):
+        return _replace_expires(previous, candidate.expires)
+    return previous
+
+
+def needs_renewal(plan: NodePlan, *, now: datetime, plan_expiry: int) -> bool:
+    """True once less than half of `planExpiry` is left, or more than all of it (the setting shrank)."""
+    try:
+        left = parse_time(plan.expires) - now
+    except ContractError:
+        return True
+    return not timedelta(seconds=plan_expiry / 2) <= left <= timedelta(seconds=plan_expiry)
+
+
+def _replace_expires(plan: NodePlan, expires: str) -> NodePlan:
+    return NodePlan(
+        node=plan.node,
+        serial=plan.serial,
+        commit=plan.commit,
+        expires=expires,
+        allowed_paths=plan.allowed_paths,
+        heartbeat=plan.heartbeat,
+        resources=plan.resources,
+        digest=plan.digest,
+    )
+
+
+def plan_fleet(
+    *,
+    nodes: Mapping[str, Sequence[RenderedResource]],
+    previous: Mapping[str, NodePlan],
+    settings: PlanSettings,
+    commit: str,
+    now: datetime,
+    cache: PlanCache | None = None,
+) -> FleetPlan:
+    """Plan every node of the desired state; nodes that left it are `removed`."""
+    cache = cache if cache is not None else PlanCache()
+    plans: dict[str, NodePlan] = {}
+    for node in sorted(nodes):
+        entries = [cache.entry(resource) for resource in nodes[node]]
+        plans[node] = plan_node(
+            node=node,
+            entries=entries,
+            previous=previous.get(node),
+            settings=settings,
+            commit=commit,
+            now=now,
+            digest=cache.digest(node, entries),
+        )
+    cache.keep_only(list(nodes.values()))
+    changed = frozenset(n for n, plan in plans.items() if previous.get(n) is not plan)
+    return FleetPlan(plans=plans, changed=changed, removed=frozenset(previous) - frozenset(plans))

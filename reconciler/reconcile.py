@@ -1,0 +1,462 @@
+"""One reconcile pass: desired commit + reports + previous state branch -> at most one new state commit.
+
+The pass reads the state branch first and the desired branch second (so a desired tip is never
+older than what another reconciler already reconciled), refuses a rewound desired branch, compiles
+the desired commit, plans every node, derives the status documents, and writes one commit with
+only the files that changed. A lost compare-and-swap race re-reads everything and tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pygit2
+import structlog
+
+from agent import gitremote
+from agent.contract import sign_document, to_file_json
+from agent.crypto import SigningKey
+from agent.errors import ContractError
+from reconciler.desired import Desired, Endpoint
+from reconciler.errors import PushRejected, RewindRefused, TemporaryError, UsageError
+from reconciler.findings import Finding
+from reconciler.planner import NodePlan, PlanCache, PlanSettings, parse_time, plan_fleet
+from reconciler.reports import ReportCache, read_reports, report_tips
+from reconciler.statestore import StateSnapshot, StateStore, compare_and_swap, current_target, open_repository
+from reconciler.status import (
+    NodeFacts,
+    ReceivedReport,
+    ServiceFacts,
+    endpoints_from_reports,
+    is_reachable,
+    liveness,
+    node_status,
+    service_status,
+    source_status,
+)
+
+if TYPE_CHECKING:
+    from reconciler.model import Model
+
+log = structlog.get_logger("plumb.reconcile")
+MAX_ATTEMPTS = 20
+SOURCE_PATH = "status/source.json"
+DEFAULT_STATE_BRANCH = "plumb/state"
+DEFAULT_REPORTS_PREFIX = "plumb/reports/"
+JsonObject = dict[str, Any]
+
+
+class Location(Protocol):
+    """Where the repository is: a local bare repository, or a remote mirrored into a local one."""
+
+    repo: pygit2.Repository
+    is_local: bool
+
+    def refresh(self) -> None: ...
+
+    def update_ref(self, ref: str, *, old: str | None, new: str) -> None: ...
+
+
+class LocalLocation:
+    """A bare repository on this machine: read in place, refs moved by compare-and-swap."""
+
+    is_local = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.repo = open_repository(path)
+        self.git_dir = Path(self.repo.path)
+
+    def refresh(self) -> None:
+        """Nothing to fetch; refs are read straight from disk."""
+
+    def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
+        compare_and_swap(self.git_dir, ref, old=old, new=new)
+
+
+class RemoteLocation:
+    """A remote (ssh://, https://) fetched into a local bare mirror; the state branch is pushed back."""
+
+    is_local = False
+
+    def __init__(self, url: str, *, mirror: Path, ssh_key: Path | None, known_hosts: Path | None) -> None:
+        self.remote = gitremote.Remote(url, ssh_key=ssh_key, known_hosts=known_hosts)
+        mirror.mkdir(parents=True, exist_ok=True)
+        self.repo = (
+            pygit2.Repository(str(mirror))
+            if (mirror / "HEAD").exists()
+            else pygit2.init_repository(str(mirror), bare=True)
+        )
+
+    def refresh(self) -> None:
+        """Fetch every branch; nothing is pruned, so a failed or partial fetch loses nothing."""
+        self.remote.fetch(self.repo, ["+refs/heads/*:refs/heads/*"])
+
+    def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
+        pending = "refs/plumb/pending-state"
+        self.repo.references.create(pending, pygit2.Oid(hex=new), force=True)
+        try:
+            self.remote.push(self.repo, [f"{pending}:{ref}"])
+        except gitremote.PushRejected as exc:
+            raise PushRejected(str(exc)) from exc
+        self.repo.references.create(ref, pygit2.Oid(hex=new), force=True)
+
+
+def open_location(
+    url_or_path: str,
+    *,
+    cache_dir: Path | None = None,
+    ssh_key: Path | None = None,
+    known_hosts: Path | None = None,
+) -> Location:
+    """A plain path or file:// URL is worked on in place; anything else is mirrored under `cache_dir`."""
+    path = url_or_path.removeprefix("file://") if url_or_path.startswith("file://") else url_or_path
+    if "://" not in path and Path(path).exists():
+        return LocalLocation(Path(path))
+    if "://" not in url_or_path and not gitremote.parse_url(url_or_path).scheme == "ssh":
+        raise UsageError(f"{url_or_path}: no such repository")
+    import hashlib
+
+    base = cache_dir or Path.home() / ".cache" / "plumb" / "mirrors"
+    mirror = base / hashlib.sha256(url_or_path.encode()).hexdigest()[:16]
+    return RemoteLocation(url_or_path, mirror=mirror, ssh_key=ssh_key, known_hosts=known_hosts)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass did: the desired commit seen, the state commit written (if any), nodes re-planned."""
+
+    desired: str | None
+    written: str | None = None
+    changed_nodes: tuple[str, ...] = ()
+    ok: bool = True
+    findings: tuple[Finding, ...] = ()
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class _Memo:
+    """The inputs of the last pass that wrote nothing (or the state it wrote), to skip identical passes."""
+
+    key: tuple[Any, ...]
+    until: datetime
+
+
+@dataclass
+class _Inputs:
+    """Everything a pass reads before computing, gathered in one place."""
+
+    snapshot: StateSnapshot
+    desired: str
+    tips: dict[str, str]
+    source: Mapping[str, Any] | None
+
+
+CompileFn = Callable[..., Desired]
+
+
+@dataclass
+class Reconciler:
+    """Reconciles one repository; caches make repeated passes cheap, but every pass is decided from Git."""
+
+    location: Location
+    key: SigningKey
+    branch: str = "main"
+    allow_rewind: bool = False
+    compile_cache: Any = None
+    plan_cache: PlanCache = field(default_factory=PlanCache)
+    report_cache: ReportCache = field(default_factory=ReportCache)
+    state_branch: str = DEFAULT_STATE_BRANCH
+    reports_prefix: str = DEFAULT_REPORTS_PREFIX
+    _stores: dict[str, StateStore] = field(default_factory=dict)
+    _memo: _Memo | None = None
+    _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
+
+    def reconcile(self, *, now: datetime | None = None) -> PassResult:
+        """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return self._attempt(now or datetime.now(UTC))
+            except PushRejected as exc:
+                log.info("state branch moved; re-reading", attempt=attempt + 1, reason=str(exc))
+                time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
+                self.location.refresh()
+        raise TemporaryError(f"gave up after {MAX_ATTEMPTS} lost races on {self.state_branch}")
+
+    def _store(self) -> StateStore:
+        ref = "refs/heads/" + self.state_branch
+        if ref not in self._stores:
+            self._stores[ref] = StateStore(self.location.repo, ref)
+        return self._stores[ref]
+
+    def _read_inputs(self) -> _Inputs:
+        snapshot = self._store().read()
+        desired = current_target(Path(self.location.repo.path), "refs/heads/" + self.branch)
+        if desired is None:
+            raise UsageError(f"the desired branch {self.branch!r} does not exist")
+        tips = report_tips(self.location.repo, self.reports_prefix)
+        source = self._store().try_load(snapshot, SOURCE_PATH)
+        return _Inputs(snapshot=snapshot, desired=desired, tips=tips, source=source)
+
+    def _attempt(self, now: datetime) -> PassResult:
+        inputs = self._read_inputs()
+        key = (inputs.snapshot.tip, inputs.desired, tuple(sorted(inputs.tips.items())), self.state_branch)
+        if self._memo is not None and self._memo.key == key and now < self._memo.until:
+            return PassResult(desired=inputs.desired, skipped=True)
+        self._check_forward(inputs)
+        desired = self._compile(inputs, now)
+        if not desired.ok or desired.model is None:
+            return self._write_invalid(inputs, desired, now)
+        repository = desired.model.repository
+        if (repository.state_branch, repository.reports_prefix) != (self.state_branch, self.reports_prefix):
+            self.state_branch, self.reports_prefix = repository.state_branch, repository.reports_prefix
+            return self._attempt(now)
+        return self._write_valid(inputs, desired, now)
+
+    def _check_forward(self, inputs: _Inputs) -> None:
+        last = inputs.source.get("commit") if inputs.source else None
+        if not isinstance(last, str) or last == inputs.desired or self.allow_rewind:
+            return
+        repo = self.location.repo
+        try:
+            forward = repo.descendant_of(pygit2.Oid(hex=inputs.desired), pygit2.Oid(hex=last))
+        except (pygit2.GitError, KeyError, ValueError):
+            forward = False
+        if not forward:
+            raise RewindRefused(
+                f"{self.branch} at {inputs.desired[:12]} does not descend from the last reconciled commit "
+                f"{last[:12]}; refusing to rewind (use --allow-rewind)"
+            )
+
+    def _compile(self, inputs: _Inputs, now: datetime) -> Desired:
+        from reconciler.desired import CompileCache, compile_desired
+        from reconciler.gitsource import read_commit_files
+
+        if self.compile_cache is None:
+            self.compile_cache = CompileCache()
+        _, files = read_commit_files(self.location.repo, inputs.desired)
+        desired: Desired = compile_desired(files, endpoints=self._endpoints, cache=self.compile_cache)
+        if desired.model is None:
+            return desired
+        endpoints = self._discover(desired.model, inputs, now)
+        if endpoints != self._endpoints:
+            self._endpoints = endpoints
+            desired = compile_desired(files, endpoints=endpoints, cache=self.compile_cache)
+        return desired
+
+    def _reports(self, model: Model, inputs: _Inputs) -> dict[str, ReceivedReport]:
+        keys = {name: node.signing_key for name, node in model.nodes.items()}
+        return read_reports(self.location.repo, tips=inputs.tips, keys=keys, cache=self.report_cache)
+
+    def _discover(self, model: Model, inputs: _Inputs, now: datetime) -> dict[str, list[Endpoint]]:
+        reports = self._reports(model, inputs)
+        offline_after = model.repository.offline_after
+        reachable = [
+            n
+            for n, node in model.nodes.items()
+            if is_reachable(
+                liveness(reports.get(n), cordoned=node.cordoned, now=now, offline_after=offline_after)[0]
+            )
+        ]
+        addresses = {n: node.address for n, node in model.nodes.items()}
+        return endpoints_from_reports(reports, addresses=addresses, reachable=reachable)
+
+    def _write_invalid(self, inputs: _Inputs, desired: Desired, now: datetime) -> PassResult:
+        last_good = inputs.source.get("lastGood") if inputs.source else None
+        document = source_status(
+            commit=inputs.desired,
+            branch=self.branch,
+            findings=desired.findings,
+            ok=False,
+            last_good=last_good,
+        )
+        changes = self._diff_docs(inputs.snapshot, {SOURCE_PATH: document})
+        message = f"Record invalid desired commit {inputs.desired[:12]}\n\nDesired-Commit: {inputs.desired}\n"
+        written = self._commit(inputs, changes, message, now) if changes else None
+        self._remember(inputs, written, until=now + timedelta(days=1))
+        log.warning("desired commit is invalid", commit=inputs.desired, findings=len(desired.findings))
+        return PassResult(desired=inputs.desired, written=written, ok=False, findings=desired.findings)
+
+    def _write_valid(self, inputs: _Inputs, desired: Desired, now: datetime) -> PassResult:
+        assert desired.model is not None
+        model = desired.model
+        previous = self._previous_plans(inputs.snapshot)
+        fleet = plan_fleet(
+            nodes=desired.nodes,
+            previous=previous,
+            settings=_settings(model),
+            commit=inputs.desired,
+            now=now,
+            cache=self.plan_cache,
+        )
+        resign = {
+            n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)
+        }
+        docs: dict[str, JsonObject | None] = {
+            f"plans/{n}.json": sign_document(fleet.plans[n].document(), self.key)
+            for n in fleet.changed | resign
+        }
+        docs.update({f"plans/{n}.json": None for n in fleet.removed})
+        reports = self._reports(model, inputs)
+        docs.update(self._status_docs(inputs, model, fleet.plans, previous, reports, now))
+        changes = self._diff_docs(inputs.snapshot, docs)
+        changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
+        written = None
+        if changes:
+            written = self._commit(inputs, changes, _message(inputs.desired, changed_nodes), now)
+            log.info("state written", commit=written, desired=inputs.desired, nodes=len(changed_nodes))
+        self._remember(inputs, written, until=_next_deadline(model, fleet.plans, reports, now))
+        return PassResult(desired=inputs.desired, written=written, changed_nodes=changed_nodes)
+
+    def _signed_by_us(self, inputs: _Inputs, node: str) -> bool:
+        document = self._store().try_load(inputs.snapshot, f"plans/{node}.json")
+        signature = (document or {}).get("signature") or {}
+        return bool(signature.get("key") == self.key.public_b64())
+
+    def _previous_plans(self, snapshot: StateSnapshot) -> dict[str, NodePlan]:
+        plans: dict[str, NodePlan] = {}
+        for path in snapshot.files:
+            if path.startswith("plans/") and path.endswith(".json"):
+                document = self._store().try_load(snapshot, path)
+                with contextlib.suppress(ContractError):
+                    if document is not None:
+                        plans[path[len("plans/") : -len(".json")]] = _cached_plan(document)
+        return plans
+
+    def _status_docs(
+        self,
+        inputs: _Inputs,
+        model: Model,
+        plans: Mapping[str, NodePlan],
+        previous: Mapping[str, NodePlan],
+        reports: Mapping[str, ReceivedReport],
+        now: datetime,
+    ) -> dict[str, JsonObject | None]:
+        store, snapshot = self._store(), inputs.snapshot
+        docs: dict[str, JsonObject | None] = {}
+        for name, node in model.nodes.items():
+            path = f"status/nodes/{name}.json"
+            docs[path] = node_status(
+                node=NodeFacts(name=name, address=node.address, cordoned=node.cordoned),
+                plan=plans[name],
+                previous_plan=previous.get(name),
+                previous_status=store.try_load(snapshot, path),
+                report=reports.get(name),
+                now=now,
+                offline_after=model.repository.offline_after,
+            )
+        for name in model.services:
+            docs[f"status/services/{name}.json"] = service_status(
+                service=_service_facts(model, name), endpoints=self._endpoints.get(name, []), reports=reports
+            )
+        docs[SOURCE_PATH] = source_status(
+            commit=inputs.desired, branch=self.branch, findings=(), ok=True, last_good=inputs.desired
+        )
+        for path in snapshot.files:
+            if path.startswith(("status/nodes/", "status/services/")) and path not in docs:
+                docs[path] = None
+        return docs
+
+    def _diff_docs(
+        self, snapshot: StateSnapshot, docs: Mapping[str, JsonObject | None]
+    ) -> dict[str, bytes | None]:
+        """Only the files whose content changes; a document equal to the stored one is not serialised."""
+        changes: dict[str, bytes | None] = {}
+        store = self._store()
+        for path, document in docs.items():
+            if document is None:
+                if path in snapshot.files:
+                    changes[path] = None
+                continue
+            if store.try_load(snapshot, path) == document:
+                continue
+            data = to_file_json(document)
+            if snapshot.files.get(path) != str(pygit2.hash(data)):
+                changes[path] = data
+                store.remember(str(pygit2.hash(data)), document)
+        return changes
+
+    def _commit(
+        self, inputs: _Inputs, changes: Mapping[str, bytes | None], message: str, now: datetime
+    ) -> str:
+        store = self._store()
+        commit = store.commit(base=inputs.snapshot, changes=changes, message=message, when=now)
+        self.location.update_ref(store.ref, old=inputs.snapshot.tip, new=commit)
+        return commit
+
+    def _remember(self, inputs: _Inputs, written: str | None, *, until: datetime) -> None:
+        tip = written or inputs.snapshot.tip
+        key = (tip, inputs.desired, tuple(sorted(inputs.tips.items())), self.state_branch)
+        self._memo = _Memo(key=key, until=until)
+
+
+_PLAN_CACHE: dict[int, tuple[Mapping[str, Any], NodePlan]] = {}
+
+
+def _cached_plan(document: Mapping[str, Any]) -> NodePlan:
+    """NodePlan of a parsed plan document; documents are cached by blob id, so by identity here."""
+    hit = _PLAN_CACHE.get(id(document))
+    if hit is not None and hit[0] is document:
+        return hit[1]
+    plan = NodePlan.from_document(document)
+    if len(_PLAN_CACHE) > 100_000:
+        _PLAN_CACHE.clear()
+    _PLAN_CACHE[id(document)] = (document, plan)
+    return plan
+
+
+def _settings(model: Model) -> PlanSettings:
+    repository = model.repository
+    return PlanSettings(
+        allowed_paths=tuple(repository.allowed_paths),
+        heartbeat=repository.heartbeat,
+        plan_expiry=repository.plan_expiry,
+    )
+
+
+def _service_facts(model: Model, name: str) -> ServiceFacts:
+    service = model.services[name]
+    release = model.versions.get(name)
+    return ServiceFacts(
+        name=name,
+        state=service.state,
+        paused=service.paused,
+        version=release.version if release is not None else service.version,
+        nodes=tuple(model.placement.get(name, ())),
+    )
+
+
+def _next_deadline(
+    model: Model, plans: Mapping[str, NodePlan], reports: Mapping[str, ReceivedReport], now: datetime
+) -> datetime:
+    """When a pass with the same inputs could decide differently: a node going offline, a plan to renew."""
+    deadlines = [now + timedelta(days=1)]
+    for report in reports.values():
+        if report.time is not None:
+            deadlines.append(report.time + timedelta(seconds=model.repository.offline_after, milliseconds=1))
+    half = timedelta(seconds=model.repository.plan_expiry / 2)
+    for plan in plans.values():
+        with contextlib.suppress(ContractError):
+            deadlines.append(parse_time(plan.expires) - half)
+    future = [d for d in deadlines if d > now]
+    return min(future) if future else now
+
+
+def _message(desired: str, nodes: tuple[str, ...]) -> str:
+    """The state commit's message names the desired commit and the nodes whose plans changed."""
+    shown = ", ".join(nodes[:20]) + (f" and {len(nodes) - 20} more" if len(nodes) > 20 else "")
+    title = f"Reconcile {desired[:12]}: " + (f"plans of {shown}" if nodes else "status only")
+    return f"{title}\n\nDesired-Commit: {desired}\nNodes-Changed: {len(nodes)}\n"
+
+
+def reconcile_once(location: Location, *, key: SigningKey, branch: str, allow_rewind: bool) -> PassResult:
+    """Refresh and run one pass (`plumb reconcile --once`)."""
+    location.refresh()
+    return Reconciler(location, key=key, branch=branch, allow_rewind=allow_rewind).reconcile()

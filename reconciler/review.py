@@ -1,0 +1,174 @@
+"""What a change of plan entries would do on a node: actions with reasons, and diffs of rendered content.
+
+`diff_entries(old, new)` compares two lists of plan entries (the base and the head of a pull request,
+or what a node has applied and what its plan now asks) and returns the actions an agent would take:
+resources created, updated or deleted, units restarted, nginx reloaded, services started or stopped.
+Secret-bearing content is never shown, only that it changed (by digest).
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Entry = Mapping[str, Any]
+
+
+class ActionKind(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    RESTART = "restart"
+    RELOAD = "reload"
+    START = "start"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, order=True)
+class Action:
+    """One thing an agent would do: `kind` on `target` (a resource id, unit, service or `nginx`)."""
+
+    kind: ActionKind
+    target: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"action": self.kind.value, "target": self.target, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.target}: {self.reason}"
+
+
+_RESOURCE_ACTIONS = (ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE)
+
+
+def diff_entries(old: Sequence[Entry], new: Sequence[Entry]) -> tuple[Action, ...]:
+    """Resource actions first (in the new plan's order, deletions last), then handlers."""
+    before = {e["id"]: e for e in old}
+    after = {e["id"]: e for e in new}
+    changes = [_resource_change(before.get(e["id"]), e) for e in new]
+    resource_actions = [a for a in changes if a is not None]
+    resource_actions += [
+        Action(ActionKind.DELETE, i, "no longer in the plan") for i in before if i not in after
+    ]
+    return tuple(resource_actions) + _handlers(before, after)
+
+
+def _resource_change(old: Entry | None, new: Entry) -> Action | None:
+    if old is None:
+        return Action(ActionKind.CREATE, new["id"], "new in the plan")
+    if old.get("digest") == new.get("digest"):
+        return None
+    return Action(ActionKind.UPDATE, new["id"], f"{_changed_fields(old, new)} changed")
+
+
+def _changed_fields(old: Entry, new: Entry) -> str:
+    a, b = old.get("spec", {}), new.get("spec", {})
+    fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(fields) if fields else "spec"
+
+
+def _handlers(before: Mapping[str, Entry], after: Mapping[str, Entry]) -> tuple[Action, ...]:
+    touched = {i for i in set(before) | set(after) if _digest(before.get(i)) != _digest(after.get(i))}
+    actions: set[Action] = set()
+    for ident in sorted(touched):
+        actions.update(_handler_actions(ident, before.get(ident), after.get(ident), after))
+    started = {a.target for a in actions if a.kind is ActionKind.START}
+    actions = {a for a in actions if not (a.kind is ActionKind.RESTART and a.target in started)}
+    return tuple(sorted(actions, key=lambda a: (list(ActionKind).index(a.kind), a.target)))
+
+
+def _digest(entry: Entry | None) -> str | None:
+    return None if entry is None else str(entry.get("digest"))
+
+
+def _handler_actions(
+    ident: str, old: Entry | None, new: Entry | None, after: Mapping[str, Entry]
+) -> list[Action]:
+    entry = new if new is not None else old
+    assert entry is not None
+    kind = entry.get("kind")
+    if kind == "nginx":
+        return [Action(ActionKind.RELOAD, "nginx", f"site {entry['spec'].get('site')} changed")]
+    if kind == "unit":
+        return _unit_actions(ident, old, new)
+    if kind == "service":
+        return _service_actions(old, new)
+    if kind in ("file", "artifact", "certificate") and new is not None:
+        return _restart_dependants(ident, new, after)
+    return []
+
+
+def _unit_actions(ident: str, old: Entry | None, new: Entry | None) -> list[Action]:
+    spec = (new or old or {}).get("spec", {})
+    unit = str(spec.get("name"))
+    if new is None:
+        what = "drop-in removed" if spec.get("dropIn") else "unit removed"
+        return [Action(ActionKind.RESTART if spec.get("dropIn") else ActionKind.STOP, unit, what)]
+    if spec.get("state") == "stopped":
+        return []
+    if old is None and not spec.get("dropIn"):
+        return [Action(ActionKind.START, unit, "new unit")]
+    return [Action(ActionKind.RESTART, unit, f"{ident} changed")]
+
+
+def _service_actions(old: Entry | None, new: Entry | None) -> list[Action]:
+    was = (old or {}).get("spec", {}).get("state") if old else "absent"
+    now = (new or {}).get("spec", {}).get("state") if new else "absent"
+    name = str((new or old or {}).get("spec", {}).get("name"))
+    if was != "running" and now == "running":
+        return [Action(ActionKind.START, name, f"desired state {now} (was {was})")]
+    if was == "running" and now != "running":
+        return [Action(ActionKind.STOP, name, f"desired state {now} (was {was})")]
+    return []
+
+
+def _restart_dependants(ident: str, new: Entry, after: Mapping[str, Entry]) -> list[Action]:
+    """Units that name the changed file in restartOn, or run the service whose artifact changed."""
+    path = new["spec"].get("path")
+    actions = []
+    for entry in after.values():
+        spec = entry.get("spec", {})
+        if (
+            entry.get("kind") == "unit"
+            and path in spec.get("restartOn", ())
+            and spec.get("state") != "stopped"
+        ):
+            actions.append(Action(ActionKind.RESTART, str(spec["name"]), f"{ident} changed"))
+        if (
+            new.get("kind") == "artifact"
+            and entry.get("kind") == "service"
+            and entry.get("service") == new.get("service")
+        ):
+            unit = spec.get("unit")
+            if unit and spec.get("state") == "running":
+                actions.append(Action(ActionKind.RESTART, str(unit), f"{ident} changed"))
+    return actions
+
+
+def rendered_text(entry: Entry | None, *, secret: bool = False) -> list[str]:
+    """The rendered content of a resource as lines, for a unified diff; secrets show only a digest."""
+    if entry is None:
+        return []
+    spec = dict(entry.get("spec", {}))
+    if secret or "sealed" in spec or "sealedKey" in spec:
+        return [f"(secret content, {entry.get('digest')})\n"]
+    content = spec.pop("content", None)
+    header = json.dumps(spec, sort_keys=True) + "\n" if spec else ""
+    body = content if isinstance(content, str) else ""
+    lines = [header] if header else []
+    lines += body.splitlines(keepends=True)
+    return [line if line.endswith("\n") else line + "\n" for line in lines]
+
+
+def unified_diff(ident: str, old: Entry | None, new: Entry | None, *, secret: bool = False) -> str:
+    """A unified diff of a resource's rendered content between two plans ('' when unchanged)."""
+    a = rendered_text(old, secret=secret)
+    b = rendered_text(new, secret=secret)
+    name_a = f"a/{ident}" if old is not None else "/dev/null"
+    name_b = f"b/{ident}" if new is not None else "/dev/null"
+    return "".join(difflib.unified_diff(a, b, fromfile=name_a, tofile=name_b))

@@ -1,0 +1,296 @@
+"""The status documents of the state branch, computed from plans, reports and the previous status.
+
+Nothing here is time-stamped: a document changes only when what it says changes (a node going
+offline, an instance turning unhealthy, pending actions done), so heartbeats alone write nothing.
+Report ages are shown live by `plumb status`; here they only decide online or offline.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent.errors import ContractError
+from reconciler.desired import Endpoint
+from reconciler.findings import Finding
+from reconciler.planner import JsonObject, NodePlan, parse_time
+from reconciler.review import Action, ActionKind, Entry, diff_entries
+
+
+class NodeState(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    CORDONED = "cordoned"
+
+
+@dataclass(frozen=True)
+class ReceivedReport:
+    """A node's latest report as read from its branch: the document if usable, and what was wrong."""
+
+    node: str
+    document: Mapping[str, Any] | None
+    verified: bool = False
+    problem: str | None = None
+
+    @property
+    def time(self) -> datetime | None:
+        if self.document is None:
+            return None
+        try:
+            return parse_time(str(self.document.get("time")))
+        except ContractError:
+            return None
+
+    @property
+    def applied(self) -> Mapping[str, Any] | None:
+        applied = self.document.get("applied") if self.document else None
+        return applied if isinstance(applied, Mapping) else None
+
+    @property
+    def instances(self) -> Sequence[Mapping[str, Any]]:
+        return list(self.document.get("instances") or []) if self.document else []
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the desired state says about a node that status needs."""
+
+    name: str
+    address: str
+    cordoned: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What the desired state says about a service that status needs."""
+
+    name: str
+    state: str
+    paused: bool
+    version: str | None
+    nodes: tuple[str, ...]
+
+
+def liveness(
+    report: ReceivedReport | None, *, cordoned: bool, now: datetime, offline_after: int
+) -> tuple[NodeState, str]:
+    """Online when the latest usable report is younger than `offlineAfter`; cordoned wins."""
+    if cordoned:
+        return NodeState.CORDONED, "cordoned in the desired state"
+    if report is None or report.document is None:
+        return NodeState.OFFLINE, report.problem if report and report.problem else "no report yet"
+    when = report.time
+    if when is None or now - when > timedelta(seconds=offline_after):
+        return NodeState.OFFLINE, f"no report for more than {offline_after}s"
+    return NodeState.ONLINE, "reporting"
+
+
+def is_reachable(state: NodeState) -> bool:
+    """Cordoned nodes keep running and reporting; only offline ones lose their endpoints."""
+    return state is not NodeState.OFFLINE
+
+
+def endpoints_from_reports(
+    reports: Mapping[str, ReceivedReport], *, addresses: Mapping[str, str], reachable: Iterable[str]
+) -> dict[str, list[Endpoint]]:
+    """Endpoints per service from reported instances: actual ports, ready only on reachable nodes."""
+    up = set(reachable)
+    found: dict[str, list[Endpoint]] = {}
+    for node in sorted(reports):
+        if node not in addresses:
+            continue
+        for instance in reports[node].instances:
+            for port in instance.get("ports") or []:
+                endpoint = Endpoint(
+                    service=str(instance.get("service")),
+                    node=node,
+                    address=addresses[node],
+                    port_name=str(port.get("name")),
+                    port=int(port.get("port", 0)),
+                    healthy=bool(instance.get("ready")) and node in up,
+                )
+                found.setdefault(endpoint.service, []).append(endpoint)
+    return {
+        service: sorted(endpoints, key=lambda e: (e.address, e.port, e.node))
+        for service, endpoints in found.items()
+    }
+
+
+def compact(entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:
+    """A plan's resources reduced to what pending actions need: digest, and state where it has one."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        item: dict[str, Any] = {"digest": entry["digest"]}
+        if "state" in entry["spec"]:
+            item["state"] = entry["spec"]["state"]
+        out[entry["id"]] = item
+    return out
+
+
+def expand(baseline: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
+    """The inverse of `compact`, rebuilding from each id the spec fields handlers look at."""
+    entries: list[Entry] = []
+    for ident, item in baseline.items():
+        kind, _, identity = ident.partition(":")
+        spec: dict[str, Any] = {"name": identity.split("/")[0]}
+        if kind == "unit" and "/" in identity:
+            spec["dropIn"] = identity.split("/", 1)[1]
+        if "state" in item:
+            spec["state"] = item["state"]
+        entries.append({"id": ident, "kind": kind, "digest": item["digest"], "spec": spec})
+    return entries
+
+
+def node_status(
+    *,
+    node: NodeFacts,
+    plan: NodePlan,
+    previous_plan: NodePlan | None,
+    previous_status: Mapping[str, Any] | None,
+    report: ReceivedReport | None,
+    now: datetime,
+    offline_after: int,
+) -> JsonObject:
+    """status/nodes/<node>.json: liveness, plan and applied serials, pending actions and drift."""
+    state, reason = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
+    applied = report.applied if report else None
+    in_sync = applied is not None and (applied.get("serial"), applied.get("digest")) == (
+        plan.serial,
+        plan.digest,
+    )
+    baseline = {} if in_sync else _baseline(plan, previous_plan, previous_status, applied)
+    pending = [] if in_sync else list(diff_entries(expand(baseline), plan.resources))
+    pending += _failed(report) + _instance_actions(plan, report)
+    document: JsonObject = {
+        "node": node.name,
+        "address": node.address,
+        "state": state.value,
+        "reason": reason,
+        "plan": {"serial": plan.serial, "digest": plan.digest, "commit": plan.commit},
+        "applied": _applied_summary(applied),
+        "inSync": in_sync,
+        "pending": [a.as_json() for a in _unique(pending)],
+        "drift": _drift(report),
+        "rejected": report.document.get("rejected") if report and report.document else None,
+        "report": {"verified": report.verified, "problem": report.problem} if report else None,
+    }
+    if not in_sync:
+        document["baseline"] = {"serial": applied.get("serial") if applied else None, "resources": baseline}
+    return document
+
+
+def _applied_summary(applied: Mapping[str, Any] | None) -> JsonObject | None:
+    if not applied:
+        return None
+    return {"serial": applied.get("serial"), "digest": applied.get("digest"), "ok": applied.get("ok", True)}
+
+
+def _baseline(
+    plan: NodePlan,
+    previous_plan: NodePlan | None,
+    previous_status: Mapping[str, Any] | None,
+    applied: Mapping[str, Any] | None,
+) -> dict[str, dict[str, Any]]:
+    """What a node that is behind runs now, as far as we know: the plan whose serial it last applied."""
+    if applied is None:
+        return {}
+    serial = applied.get("serial")
+    if previous_plan is not None and previous_plan.serial == serial:
+        return compact(previous_plan.resources)
+    old = (previous_status or {}).get("baseline") or {}
+    if old.get("serial") == serial and isinstance(old.get("resources"), Mapping):
+        return dict(old["resources"])
+    if previous_status and previous_status.get("inSync") and previous_plan is not None:
+        return compact(previous_plan.resources)
+    return dict(old.get("resources") or {})
+
+
+def _failed(report: ReceivedReport | None) -> list[Action]:
+    if report is None or report.document is None:
+        return []
+    failed = [r for r in report.document.get("resources") or [] if r.get("outcome") == "failed"]
+    return [
+        Action(ActionKind.UPDATE, str(r.get("id")), f"failed: {r.get('error') or r.get('reason')}")
+        for r in failed
+    ]
+
+
+def _instance_actions(plan: NodePlan, report: ReceivedReport | None) -> list[Action]:
+    """Start or stop services whose reported instance is not in the state the plan asks."""
+    if report is None or report.document is None:
+        return []
+    reported = {str(i.get("service")): str(i.get("state")) for i in report.instances}
+    actions = []
+    for entry in plan.resources:
+        if entry["kind"] != "service" or entry["spec"]["name"] not in reported:
+            continue
+        name, want = entry["spec"]["name"], entry["spec"].get("state", "running")
+        have = reported[name]
+        if want == "running" and have in ("stopped", "failed"):
+            actions.append(Action(ActionKind.START, name, f"instance is {have}, desired running"))
+        if want == "stopped" and have in ("running", "starting"):
+            actions.append(Action(ActionKind.STOP, name, f"instance is {have}, desired stopped"))
+    return actions
+
+
+def _unique(actions: Sequence[Action]) -> list[Action]:
+    seen: set[tuple[ActionKind, str]] = set()
+    out = []
+    for action in actions:
+        if (action.kind, action.target) not in seen:
+            seen.add((action.kind, action.target))
+            out.append(action)
+    return out
+
+
+def _drift(report: ReceivedReport | None) -> list[JsonObject]:
+    if report is None or report.document is None:
+        return []
+    return [dict(d) for d in report.document.get("drift") or []]
+
+
+def service_status(
+    *, service: ServiceFacts, endpoints: Sequence[Endpoint], reports: Mapping[str, ReceivedReport]
+) -> JsonObject:
+    """status/services/<name>.json: desired state, endpoints with health, instances per node."""
+    return {
+        "service": service.name,
+        "state": service.state,
+        "paused": service.paused,
+        "version": service.version,
+        "nodes": list(service.nodes),
+        "endpoints": [
+            {"node": e.node, "address": e.address, "name": e.port_name, "port": e.port, "healthy": e.healthy}
+            for e in endpoints
+        ],
+        "instances": [_instance(service.name, node, reports.get(node)) for node in service.nodes],
+    }
+
+
+def _instance(service: str, node: str, report: ReceivedReport | None) -> JsonObject:
+    found = [i for i in (report.instances if report else []) if i.get("service") == service]
+    if not found:
+        return {"node": node, "state": "unknown", "ready": False, "version": None}
+    instance = found[0]
+    return {
+        "node": node,
+        "state": instance.get("state", "unknown"),
+        "ready": bool(instance.get("ready")),
+        "version": instance.get("version"),
+    }
+
+
+def source_status(
+    *, commit: str, branch: str, findings: Sequence[Finding], ok: bool, last_good: str | None
+) -> JsonObject:
+    """status/source.json: the desired commit reconciled last, whether it was valid, and why not."""
+    return {
+        "commit": commit,
+        "branch": branch,
+        "ok": ok,
+        "lastGood": last_good,
+        "findings": [f.as_json() for f in findings],
+    }

@@ -1,0 +1,220 @@
+"""The planner: serials rise only when a node's work changes; expiry is renewed in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.contract import resource_digest, resources_digest
+from reconciler.desired import RenderedResource
+from reconciler.planner import (
+    NodePlan,
+    PlanCache,
+    PlanSettings,
+    format_time,
+    plan_entry,
+    plan_fleet,
+    plan_node,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = 86400
+SETTINGS = PlanSettings(allowed_paths=("/etc", "/srv"), heartbeat=30, plan_expiry=7 * DAY)
+C1, C2 = "1" * 40, "2" * 40
+
+
+def res(name: str, content: str = "x", after: tuple[str, ...] = ()) -> RenderedResource:
+    spec = {"path": f"/etc/{name}", "mode": "0644", "content": content}
+    return RenderedResource(f"file:/etc/{name}", "file", "api", spec, after, "templates/t.yaml:1")
+
+
+def first(
+    resources: list[RenderedResource], now: datetime = T0, settings: PlanSettings = SETTINGS
+) -> NodePlan:
+    entries = [plan_entry(r) for r in resources]
+    return plan_node(node="web-1", entries=entries, previous=None, settings=settings, commit=C1, now=now)
+
+
+# name, previous resources, next resources, settings, now, expected serial, commit, expires
+CASES = [
+    ("first plan", None, [res("a")], SETTINGS, T0, 1, C1, T0 + timedelta(days=7)),
+    (
+        "unchanged work keeps everything",
+        [res("a")],
+        [res("a")],
+        SETTINGS,
+        T0 + timedelta(days=1),
+        1,
+        C1,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "changed content raises serial",
+        [res("a")],
+        [res("a", "y")],
+        SETTINGS,
+        T0 + timedelta(days=1),
+        2,
+        C2,
+        T0 + timedelta(days=8),
+    ),
+    (
+        "added resource raises serial",
+        [res("a")],
+        [res("a"), res("b")],
+        SETTINGS,
+        T0,
+        2,
+        C2,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "removed resource raises serial",
+        [res("a"), res("b")],
+        [res("a")],
+        SETTINGS,
+        T0,
+        2,
+        C2,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "reordered resources raise serial",
+        [res("a"), res("b")],
+        [res("b"), res("a")],
+        SETTINGS,
+        T0,
+        2,
+        C2,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "heartbeat change raises serial",
+        [res("a")],
+        [res("a")],
+        PlanSettings(("/etc", "/srv"), 60, 7 * DAY),
+        T0,
+        2,
+        C2,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "allowedPaths change raises serial",
+        [res("a")],
+        [res("a")],
+        PlanSettings(("/etc",), 30, 7 * DAY),
+        T0,
+        2,
+        C2,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "half expiry left: renewed, same serial",
+        [res("a")],
+        [res("a")],
+        SETTINGS,
+        T0 + timedelta(days=4),
+        1,
+        C1,
+        T0 + timedelta(days=11),
+    ),
+    (
+        "exactly more than half left: kept",
+        [res("a")],
+        [res("a")],
+        SETTINGS,
+        T0 + timedelta(days=3),
+        1,
+        C1,
+        T0 + timedelta(days=7),
+    ),
+    (
+        "expiry setting change alone is no new work",
+        [res("a")],
+        [res("a")],
+        PlanSettings(("/etc", "/srv"), 30, DAY),
+        T0 + timedelta(hours=13),
+        1,
+        C1,
+        T0 + timedelta(days=1, hours=13),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after", "settings", "now", "serial", "commit", "expires"),
+    CASES,
+    ids=[c[0] for c in CASES],
+)
+def test_plan_node(name, before, after, settings, now, serial, commit, expires) -> None:
+    """The next plan keeps serial and commit unless the node's work changed."""
+    previous = first(before) if before is not None else None
+    entries = [plan_entry(r) for r in after]
+    plan = plan_node(
+        node="web-1",
+        entries=entries,
+        previous=previous,
+        settings=settings,
+        commit=C2 if previous else C1,
+        now=now,
+    )
+    assert (plan.serial, plan.commit, plan.expires) == (serial, commit, format_time(expires))
+    assert plan.digest == resources_digest(entries)
+
+
+def test_plan_document_round_trips_and_has_digests() -> None:
+    """A plan document reads back into the same NodePlan; every entry carries its digest."""
+    plan = first([res("a", after=("dir:/etc",)), res("b")])
+    document = plan.document()
+    assert NodePlan.from_document(document) == plan
+    assert document["resources"][0]["digest"] == resource_digest("file", document["resources"][0]["spec"])
+    assert document["resources"][0]["after"] == ["dir:/etc"]
+    assert set(document) == {
+        "apiVersion",
+        "kind",
+        "node",
+        "serial",
+        "source",
+        "expires",
+        "allowedPaths",
+        "heartbeat",
+        "resources",
+        "digest",
+    }
+
+
+def test_plan_fleet_reports_changed_and_removed_nodes() -> None:
+    """Only nodes whose plan differs are `changed`; nodes that left the fleet are `removed`."""
+    cache = PlanCache()
+    a, b = res("a"), res("b")
+    one = plan_fleet(
+        nodes={"n1": (a,), "n2": (b,), "n3": ()},
+        previous={},
+        settings=SETTINGS,
+        commit=C1,
+        now=T0,
+        cache=cache,
+    )
+    assert one.changed == {"n1", "n2", "n3"}
+    two = plan_fleet(
+        nodes={"n1": (a,), "n2": (res("b", "new"),)},
+        previous=one.plans,
+        settings=SETTINGS,
+        commit=C2,
+        now=T0,
+        cache=cache,
+    )
+    assert (two.changed, two.removed) == ({"n2"}, {"n3"})
+    assert two.plans["n1"] is one.plans["n1"]
+    assert (two.plans["n2"].serial, two.plans["n2"].commit) == (2, C2)
+
+
+def test_plan_fleet_is_deterministic_with_or_without_cache() -> None:
+    """Planning the same input twice, cached or not, gives identical documents."""
+    nodes = {"n1": (res("a"), res("b")), "n2": (res("c"),)}
+    cached = plan_fleet(nodes=nodes, previous={}, settings=SETTINGS, commit=C1, now=T0, cache=PlanCache())
+    fresh = plan_fleet(nodes=nodes, previous={}, settings=SETTINGS, commit=C1, now=T0)
+    assert {n: p.document() for n, p in cached.plans.items()} == {
+        n: p.document() for n, p in fresh.plans.items()
+    }
