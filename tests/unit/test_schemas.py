@@ -386,9 +386,26 @@ class TestExamples:
         assert errors_of(document) == []
 
     @pytest.mark.parametrize("example", ["minimal", "shop"])
+    def test_passes_plumb_validate(self, example: str) -> None:
+        """Each example is clean for `plumb validate`: no error and no warning."""
+        assert [str(f) for f in _compile(EXAMPLES / example).findings] == []
+
+    @pytest.mark.parametrize("example", ["minimal", "shop"])
     def test_has_one_repository(self, example: str) -> None:
         """Each example has its plumb.yaml."""
         assert yaml.safe_load((EXAMPLES / example / "plumb.yaml").read_text())["kind"] == "Repository"
+
+
+def _compile(root: Path) -> Any:
+    """What `plumb validate` checks, run on a directory."""
+    from reconciler.desired import SourceFile, compile_desired
+
+    files = [
+        SourceFile(p.relative_to(root).as_posix(), p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    ]
+    return compile_desired(files)
 
 
 def _bench_generate() -> Any:
@@ -418,6 +435,7 @@ class TestBenchGenerator:
             "Release",
         }
         assert [e for d in documents for e in errors_of(d)] == []
+        assert [str(f) for f in _compile(tmp_path).findings] == []
 
     def test_is_deterministic(self, tmp_path: Path) -> None:
         """The same seed writes the same files."""
