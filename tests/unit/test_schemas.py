@@ -317,6 +317,12 @@ CASES = [
     pytest.param(put(RELEASE, "spec.rollout.window.days", ["monday"]), False, id="release-window-day"),
     pytest.param(put(RELEASE, "spec.rollout.window.start", "24:00"), False, id="release-window-hour"),
     pytest.param(put(RELEASE, "spec.rollout.window.end", "9:00"), False, id="release-window-short-hour"),
+    pytest.param(drop(RELEASE, "spec.rollout.window.end"), False, id="release-window-without-end"),
+    pytest.param(
+        put(RELEASE, "spec.rollout.window", {"start": "22:00", "end": "06:00"}),
+        True,
+        id="release-window-overnight",
+    ),
     pytest.param(put(RELEASE, "spec.hooks.preStart", "true"), False, id="release-hook-string"),
     pytest.param(put(RELEASE, "spec.hooks.postStop", ["true"]), False, id="release-hook-unknown"),
     # Certificate
