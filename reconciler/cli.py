@@ -14,6 +14,9 @@ from reconciler import __version__
 _COMMANDS: dict[str, str] = {
     "validate": "reconciler.commands.validate:validate",
     "render": "reconciler.commands.render:render",
+    "reconcile": "reconciler.commands.reconcile:reconcile",
+    "plan": "reconciler.commands.plan:plan",
+    "keys": "reconciler.commands.keys:keys",
 }
 
 

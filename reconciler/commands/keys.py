@@ -1,0 +1,56 @@
+"""`plumb keys`: make and show the reconciler's plan-signing key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reconciler.commands.common import fail
+from reconciler.errors import PlumbError
+from reconciler.keys import KEY_ENV, default_key_path, init_key, load_key
+
+_KEY_FILE = click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help=f"Private key file (default: ${KEY_ENV}, else ~/.config/plumb/reconciler.key).",
+)
+
+
+@click.group()
+def keys() -> None:
+    """Manage the reconciler's Ed25519 key, which signs every node plan."""
+
+
+@keys.command("init")
+@_KEY_FILE
+@click.option(
+    "--force", is_flag=True, help="Replace an existing key (every agent must then pin the new one)."
+)
+def init(key_file: Path | None, force: bool) -> None:
+    """Make the reconciler's key (mode 0600, outside the repository) and print its public key.
+
+    Agents pin the printed public key (`plumb-agent enroll --reconciler-key KEY`) and refuse
+    plans not signed by it.
+    """
+    path = key_file or default_key_path()
+    try:
+        key = init_key(path, force=force)
+    except PlumbError as error:
+        fail(error)
+        return
+    click.echo(f"wrote {path} (mode 0600); public key for agents to pin:", err=True)
+    click.echo(key.public_b64())
+
+
+@keys.command("show")
+@_KEY_FILE
+def show(key_file: Path | None) -> None:
+    """Print the public key of the reconciler's key."""
+    try:
+        key = load_key(key_file or default_key_path())
+    except PlumbError as error:
+        fail(error)
+        return
+    click.echo(key.public_b64())

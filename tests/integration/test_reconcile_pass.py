@@ -1,0 +1,337 @@
+"""One reconcile pass against a real bare repository: plans, status, no-op passes, invalid and rewound commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from agent.contract import sign_document, verify_document
+from agent.crypto import SigningKey
+from reconciler.errors import RewindRefused
+from reconciler.reconcile import LocalLocation, Reconciler
+from tests.support.gitrepo import bare_repo, commit_files
+
+pytestmark = pytest.mark.integration
+
+STATE = "refs/heads/plumb/state"
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+TEMPLATE = """\
+apiVersion: plumb/v1
+kind: Template
+metadata: {name: web}
+spec:
+  parameters: {type: object, required: [port], properties: {port: {type: integer}, greeting: {type: string, default: hi}}}
+  ports: [{name: http, port: "{{ params.port }}", protocol: http}]
+  resources:
+    - file: {path: "/srv/{{ service.name }}/index.html", mode: "0644", content: "{{ params.greeting }} from {{ node.name }}\\n"}
+    - unit:
+        name: "{{ service.name }}.service"
+        restartOn: ["/srv/{{ service.name }}/index.html"]
+        content: "[Service]\\nExecStart=/usr/bin/python3 -m http.server {{ params.port }}\\n"
+"""
+INGRESS = """\
+apiVersion: plumb/v1
+kind: Trait
+metadata: {name: ingress}
+spec:
+  appliesTo: ["*"]
+  parameters: {type: object, required: [host], properties: {host: {type: string}}}
+  placement: {selector: {role: edge}}
+  resources:
+    - nginx:
+        site: "{{ service.name }}"
+        content: |
+          upstream {{ service.name }} {
+          {% for e in endpoints(service.name, "http") %}  server {{ e.address }}:{{ e.port }};
+          {% else %}  server 127.0.0.1:1 down;
+          {% endfor %}}
+          server { listen 80; server_name {{ params.host }}; location / { proxy_pass http://{{ service.name }}; } }
+"""
+
+
+def node_doc(name: str, role: str, index: int, signing: str | None = None) -> str:
+    sealing = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    keys = f"\n  keys: {{signing: {signing}, sealing: {sealing}}}" if signing else ""
+    return (
+        f"apiVersion: plumb/v1\nkind: Node\nmetadata: {{name: {name}, labels: {{role: {role}}}}}\n"
+        f"spec:\n  address: 10.0.0.{index}{keys}\n"
+    )
+
+
+def service_doc(name: str, nodes: list[str], port: int, greeting: str = "hi", ingress: bool = False) -> str:
+    traits = f"\n  traits: [{{type: ingress, params: {{host: {name}.example.com}}}}]" if ingress else ""
+    return (
+        f"apiVersion: plumb/v1\nkind: Service\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  template: web\n  params: {{port: {port}, greeting: {greeting}}}\n"
+        f"  placement: {{nodes: [{', '.join(nodes)}]}}{traits}\n"
+    )
+
+
+def fleet_files(apps: int = 3, services: int = 3, keys: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A small fleet: `apps` app nodes, one edge node, services spread over the apps, the first behind ingress."""
+    keys = keys or {}
+    files = {
+        "plumb.yaml": "apiVersion: plumb/v1\nkind: Repository\nmetadata: {name: test}\nspec: {allowedPaths: [/srv, /etc/systemd/system, /etc/nginx/conf.d]}\n",
+        "templates/web.yaml": TEMPLATE,
+        "traits/ingress.yaml": INGRESS,
+        "nodes/edge-1.yaml": node_doc("edge-1", "edge", 100, keys.get("edge-1")),
+    }
+    for i in range(1, apps + 1):
+        files[f"nodes/app-{i}.yaml"] = node_doc(f"app-{i}", "app", i, keys.get(f"app-{i}"))
+    for s in range(1, services + 1):
+        nodes = [f"app-{(s - 1) % apps + 1}", f"app-{s % apps + 1}"]
+        files[f"services/svc-{s}.yaml"] = service_doc(f"svc-{s}", nodes, 8000 + s, ingress=s == 1)
+    return files
+
+
+def state_files(repo: pygit2.Repository, prefix: str = "") -> dict[str, Any]:
+    """Every JSON file of the state branch under `prefix`, parsed."""
+    tree = repo.references[STATE].peel(pygit2.Commit).tree
+    out: dict[str, Any] = {}
+
+    def walk(t: pygit2.Tree, base: str) -> None:
+        for entry in t:
+            if isinstance(entry, pygit2.Tree):
+                walk(entry, f"{base}{entry.name}/")
+            elif f"{base}{entry.name}".startswith(prefix):
+                out[f"{base}{entry.name}"] = json.loads(entry.data)
+
+    walk(tree, "")
+    return out
+
+
+def plans(repo: pygit2.Repository) -> dict[str, Any]:
+    return {path[6:-5]: doc for path, doc in state_files(repo, "plans/").items()}
+
+
+def state_tip(repo: pygit2.Repository) -> str | None:
+    ref = repo.references.get(STATE)
+    return str(ref.target) if ref is not None else None
+
+
+def push_report(
+    repo: pygit2.Repository,
+    node: str,
+    plan: Mapping[str, Any] | None,
+    *,
+    key: SigningKey | None,
+    when: datetime,
+    ready: bool = True,
+    port: int = 8001,
+    service: str = "svc-1",
+) -> None:
+    """What an agent pushes: a report.json on plumb/reports/<node>, signed when a key is given."""
+    report: dict[str, Any] = {
+        "apiVersion": "plumb/v1",
+        "kind": "NodeReport",
+        "node": node,
+        "agentVersion": "test",
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "applied": {
+            "serial": plan["serial"],
+            "commit": plan["source"]["commit"],
+            "digest": plan["digest"],
+            "at": "x",
+            "ok": True,
+        }
+        if plan
+        else None,
+        "resources": [],
+        "drift": [],
+        "capabilities": ["process"],
+        "instances": [
+            {
+                "service": service,
+                "state": "running",
+                "ready": ready,
+                "ports": [{"name": "http", "port": port}],
+            }
+        ],
+    }
+    document = sign_document(report, key) if key else report
+    commit_files(repo, f"plumb/reports/{node}", {"report.json": json.dumps(document)}, keep=False)
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> pygit2.Repository:
+    repo = bare_repo(tmp_path / "fleet.git")
+    commit_files(repo, "main", fleet_files())
+    return repo
+
+
+def reconciler(repo: pygit2.Repository, key: SigningKey, **options: Any) -> Reconciler:
+    return Reconciler(LocalLocation(Path(repo.path)), key=key, **options)
+
+
+class TestPass:
+    """A pass writes signed plans once and nothing more until something changes."""
+
+    def test_first_pass_writes_signed_plans_and_status(
+        self, origin: pygit2.Repository, key: SigningKey
+    ) -> None:
+        """Every node gets a plan signed by the reconciler key, in apply order, plus its status."""
+        result = reconciler(origin, key).reconcile(now=NOW)
+        assert result.written == state_tip(origin)
+        found = plans(origin)
+        assert set(found) == {"app-1", "app-2", "app-3", "edge-1"}
+        for plan in found.values():
+            verify_document(plan, key.verify_key(), what="plan")
+            assert plan["serial"] == 1
+        ids = [r["id"] for r in found["app-1"]["resources"]]
+        assert ids.index("file:/srv/svc-1/index.html") < ids.index("unit:svc-1.service")
+        status = state_files(origin, "status/")
+        assert status["status/source.json"]["commit"] == origin.references["refs/heads/main"].target.__str__()
+        assert status["status/nodes/app-1.json"]["state"] == "offline"
+        assert {"status/services/svc-1.json", "status/services/svc-3.json"} <= set(status)
+        message = origin[result.written].message
+        assert result.desired in message and "app-1" in message
+
+    def test_second_pass_without_new_commit_writes_nothing(
+        self, origin: pygit2.Repository, key: SigningKey
+    ) -> None:
+        """Reconciling twice, even from a fresh process, writes no second commit."""
+        reconciler(origin, key).reconcile(now=NOW)
+        tip = state_tip(origin)
+        assert reconciler(origin, key).reconcile(now=NOW + timedelta(seconds=5)).written is None
+        warm = reconciler(origin, key)
+        warm.reconcile(now=NOW)
+        assert warm.reconcile(now=NOW + timedelta(seconds=1)).skipped
+        assert state_tip(origin) == tip
+
+    def test_one_service_change_rewrites_only_its_nodes(
+        self, origin: pygit2.Repository, key: SigningKey
+    ) -> None:
+        """A parameter of svc-2 (on app-2, app-3) changes exactly those plans, serials rise by one."""
+        worker = reconciler(origin, key)
+        worker.reconcile(now=NOW)
+        before = plans(origin)
+        commit_files(
+            origin, "main", {"services/svc-2.yaml": service_doc("svc-2", ["app-2", "app-3"], 8002, "hello")}
+        )
+        result = worker.reconcile(now=NOW + timedelta(minutes=1))
+        after = plans(origin)
+        assert result.changed_nodes == ("app-2", "app-3")
+        assert {n for n in after if after[n] != before[n]} == {"app-2", "app-3"}
+        assert [after[n]["serial"] for n in ("app-1", "app-2", "app-3", "edge-1")] == [1, 2, 2, 1]
+        assert after["app-2"]["source"]["commit"] == result.desired
+        assert after["app-1"]["source"]["commit"] != result.desired
+        parent = origin[result.written].parents[0]
+        assert origin[result.written].tree["templates" if False else "plans"].id != parent.tree["plans"].id
+
+    def test_unchanged_subtrees_are_reused(self, origin: pygit2.Repository, key: SigningKey) -> None:
+        """A commit that changes plans only keeps the services status tree object as it was."""
+        worker = reconciler(origin, key)
+        first = worker.reconcile(now=NOW).written
+        commit_files(
+            origin, "main", {"services/svc-2.yaml": service_doc("svc-2", ["app-2", "app-3"], 8002, "hello")}
+        )
+        second = worker.reconcile(now=NOW).written
+        assert first and second
+        old, new = origin[first].peel(pygit2.Commit).tree, origin[second].peel(pygit2.Commit).tree
+        assert old["status/services"].id == new["status/services"].id
+
+    def test_invalid_commit_keeps_plans_and_records_findings(
+        self, origin: pygit2.Repository, key: SigningKey
+    ) -> None:
+        """An invalid desired commit changes no plan; status/source.json names the findings."""
+        worker = reconciler(origin, key)
+        worker.reconcile(now=NOW)
+        before = plans(origin)
+        commit_files(
+            origin,
+            "main",
+            {
+                "services/svc-2.yaml": "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: svc-2}\nspec: {template: nope, placement: {nodes: [app-2]}}\n"
+            },
+        )
+        result = worker.reconcile(now=NOW)
+        assert not result.ok and result.findings
+        assert plans(origin) == before
+        source = state_files(origin, "status/source.json")["status/source.json"]
+        assert source["ok"] is False and source["findings"][0]["path"] == "services/svc-2.yaml"
+        assert source["lastGood"] != source["commit"]
+
+    def test_rewind_is_refused_unless_allowed(self, origin: pygit2.Repository, key: SigningKey) -> None:
+        """Moving main back to an older commit is refused; --allow-rewind accepts it."""
+        first = str(origin.references["refs/heads/main"].target)
+        commit_files(
+            origin, "main", {"services/svc-2.yaml": service_doc("svc-2", ["app-2", "app-3"], 8002, "hello")}
+        )
+        reconciler(origin, key).reconcile(now=NOW)
+        origin.references.create("refs/heads/main", pygit2.Oid(hex=first), force=True)
+        tip = state_tip(origin)
+        with pytest.raises(RewindRefused):
+            reconciler(origin, key).reconcile(now=NOW)
+        assert state_tip(origin) == tip
+        result = reconciler(origin, key, allow_rewind=True).reconcile(now=NOW)
+        assert result.written is not None and plans(origin)["app-2"]["serial"] == 2
+
+    def test_expiry_is_renewed_with_the_same_serial(self, origin: pygit2.Repository, key: SigningKey) -> None:
+        """After half of planExpiry the plans are re-signed with a new expiry and the same serial."""
+        reconciler(origin, key).reconcile(now=NOW)
+        before = plans(origin)
+        reconciler(origin, key).reconcile(now=NOW + timedelta(days=4))
+        after = plans(origin)
+        assert after["app-1"]["serial"] == before["app-1"]["serial"]
+        assert after["app-1"]["resources"] == before["app-1"]["resources"]
+        assert after["app-1"]["expires"] > before["app-1"]["expires"]
+        verify_document(after["app-1"], key.verify_key(), what="plan")
+
+
+class TestReports:
+    """Reports feed status and endpoints; heartbeats alone write nothing."""
+
+    def test_report_endpoints_reach_the_edge_upstream(self, tmp_path: Path, key: SigningKey) -> None:
+        """A ready svc-1 instance on app-1 becomes an upstream on edge-1, and only edge-1 is re-planned."""
+        node_keys = {n: SigningKey.generate() for n in ("app-1", "app-2", "app-3", "edge-1")}
+        repo = bare_repo(tmp_path / "fleet.git")
+        commit_files(repo, "main", fleet_files(keys={n: k.public_b64() for n, k in node_keys.items()}))
+        worker = reconciler(repo, key)
+        worker.reconcile(now=NOW)
+        push_report(repo, "app-1", plans(repo)["app-1"], key=node_keys["app-1"], when=NOW)
+        result = worker.reconcile(now=NOW + timedelta(seconds=1))
+        assert result.changed_nodes == ("edge-1",)
+        site = next(r for r in plans(repo)["edge-1"]["resources"] if r["id"] == "nginx:svc-1")
+        assert "server 10.0.0.1:8001;" in site["spec"]["content"]
+        status = state_files(repo, "status/")
+        assert status["status/nodes/app-1.json"]["state"] == "online"
+        assert status["status/nodes/app-1.json"]["inSync"] is True
+        assert status["status/services/svc-1.json"]["endpoints"][0]["healthy"] is True
+        # a heartbeat: same content, later time -> no commit
+        tip = state_tip(repo)
+        push_report(
+            repo, "app-1", plans(repo)["app-1"], key=node_keys["app-1"], when=NOW + timedelta(seconds=30)
+        )
+        assert worker.reconcile(now=NOW + timedelta(seconds=31)).written is None
+        assert state_tip(repo) == tip
+        # silence past offlineAfter: offline, endpoint unhealthy, upstream back to "down"
+        result = worker.reconcile(now=NOW + timedelta(seconds=200))
+        assert result.changed_nodes == ("edge-1",)
+        assert state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]["state"] == "offline"
+
+    def test_report_with_a_bad_signature_is_ignored(self, tmp_path: Path, key: SigningKey) -> None:
+        """A report signed by another key does not count; the node's status says why."""
+        repo = bare_repo(tmp_path / "fleet.git")
+        commit_files(repo, "main", fleet_files(keys={"app-1": SigningKey.generate().public_b64()}))
+        worker = reconciler(repo, key)
+        worker.reconcile(now=NOW)
+        push_report(repo, "app-1", plans(repo)["app-1"], key=SigningKey.generate(), when=NOW)
+        worker.reconcile(now=NOW)
+        status = state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]
+        assert status["state"] == "offline" and "pinned" in status["report"]["problem"]
+        assert (
+            "server 127.0.0.1:1 down;"
+            in next(r for r in plans(repo)["edge-1"]["resources"] if r["kind"] == "nginx")["spec"]["content"]
+        )
