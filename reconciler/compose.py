@@ -175,6 +175,10 @@ class _GroupBuilder:
                 self._add(kind, spec, doc, at, self.calls.secret_reads > secrets_before)
 
     def _add(self, kind: str, spec: dict[str, Any], doc: Document, at: PathKey, uses_secret: bool) -> None:
+        path = spec.get("path")
+        if kind in ("file", "directory", "artifact") and isinstance(path, str) and not path.startswith("/"):
+            self._finding(doc, (*at, "path"), f"{path!r} is not an absolute path", "path-not-allowed")
+            return
         try:
             spec = NORMALISE[kind](self, spec)
         except _Invalid as invalid:

@@ -48,6 +48,22 @@ class Desired:
         return self.model is not None and not has_errors(self.findings)
 
 
+# Findings after which a file's documents are unknown, so no name may be called undefined.
+UNREADABLE = frozenset(
+    {
+        "yaml",
+        "encoding",
+        "too-large",
+        "too-deep",
+        "too-many-values",
+        "recursive-alias",
+        "duplicate-key",
+        "not-a-mapping",
+        "unknown-kind",
+    }
+)
+
+
 class CompileCache:
     """What one compile can hand the next: parsed files by blob id, schema findings by document,
     and group renders by the identity of everything they read."""
@@ -125,7 +141,8 @@ def compile_desired(
                 valid.append(doc)
             elif doc.kind and doc.name:
                 invalid.setdefault(doc.kind, set()).add(doc.name)
-    model, semantic = build_model(valid, invalid)
+    unreadable = any(f.code in UNREADABLE for f in findings)
+    model, semantic = build_model(valid, invalid, unreadable=unreadable)
     findings.extend(semantic)
     lookups = Lookups(endpoints or {}, {s.name: s.data for s in model.secrets.values()}, _certificates(model))
     nodes, rendered = _Assembly(model, lookups, cache).run()
@@ -254,6 +271,8 @@ class _Assembly:
                 self._finding(piece, message, "resource-conflict")
                 continue
             problem = next((p for p in (path_problem(x, allowed) for x in piece.paths) if p), None)
+            if problem is not None and problem[0] == "path-not-allowed" and not self.model.repository.trusted:
+                problem = None  # plumb.yaml is invalid: its allowedPaths are unknown, not the defaults
             if problem is not None:
                 self._finding(piece, problem[1], problem[0])
                 continue

@@ -56,6 +56,7 @@ class Repository:
     allowed_signers: str | None = None
     issuers: Mapping[str, Issuer] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    trusted: bool = True  # False when plumb.yaml exists but is invalid: defaults stand in, unchecked
     doc: Document | None = field(default=None, compare=False, repr=False)
 
 

@@ -30,6 +30,7 @@ from reconciler.values import Endpoint
 _EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}).)*)\}\}$", re.DOTALL)
 _MARKERS = ("{{", "{%", "{#")
 MAX_OUTPUT = 1024 * 1024
+MAX_ITERATIONS = 100_000  # range() steps per service render, summed: nested loops cannot multiply
 SECRET_PLACEHOLDER = "<sealed:{name}/{key}>"
 
 
@@ -42,10 +43,32 @@ class RenderError(Exception):
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    """The one sandbox every repository string is rendered in."""
+    """The one sandbox every repository string is rendered in.
+
+    Besides Jinja2's own sandbox (no attribute starting with `_`, no mutation, `range` capped),
+    `*` and `**` are checked so that `{{ "x" * 10**9 }}` or `{{ 9**9**9 }}` cannot exhaust memory
+    or CPU on the reconciler.
+    """
+
+    intercepted_binops = frozenset(["*", "**"])
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*" and _sized(left, right) > MAX_OUTPUT:
+            raise SecurityError(f"repetition would be longer than {MAX_OUTPUT}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _sized(left: Any, right: Any) -> int:
+    """The length a sequence repetition would have (0 for plain numbers)."""
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(count, int):
+            return len(sequence) * count
+    return 0
 
 
 class _NativeEnvironment(_Environment):
@@ -89,6 +112,8 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
                 str(value)  # StrictUndefined raises here with the missing name
             return _plain(value)
         text: str = _compiled(source).render(**context)
+    except RenderError as exc:
+        raise RenderError(exc.message, _error_line(exc)) from exc
     except TemplateSyntaxError as exc:
         raise RenderError(f"template syntax error: {exc.message}", exc.lineno) from exc
     except SecurityError as exc:
@@ -131,6 +156,7 @@ class Calls:
     endpoints: dict[tuple[str, str], tuple[Endpoint, ...]] = field(default_factory=dict)
     secrets: set[tuple[str, str]] = field(default_factory=set)
     secret_reads: int = 0
+    iterations: int = 0
     certificates: set[str] = field(default_factory=set)
 
 
@@ -166,7 +192,14 @@ def functions(lookups: Lookups, calls: Calls) -> dict[str, Callable[..., Any]]:
         calls.certificates.add(str(name))
         return dict(found)
 
-    return {"endpoints": endpoints, "secret": secret, "certificate": certificate}
+    def bounded_range(*args: int) -> range:
+        steps = range(*args)
+        calls.iterations += len(steps)
+        if calls.iterations > MAX_ITERATIONS:
+            raise RenderError(f"range() calls add up to more than {MAX_ITERATIONS} steps")
+        return steps
+
+    return {"endpoints": endpoints, "secret": secret, "certificate": certificate, "range": bounded_range}
 
 
 def healthy_endpoints(endpoints: Sequence[Endpoint], port_name: str) -> tuple[Endpoint, ...]:

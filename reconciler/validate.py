@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import graph, placement
@@ -72,12 +72,15 @@ class _Checks:
 
 
 def build_model(
-    valid: Sequence[Document], invalid_names: Mapping[str, set[str]]
+    valid: Sequence[Document], invalid_names: Mapping[str, set[str]], *, unreadable: bool = False
 ) -> tuple[Model, list[Finding]]:
     """Build the model from schema-valid documents and run every reference check on it.
 
     `invalid_names` holds, per kind, names of documents that failed the schema: references to
-    them are not reported again (the schema finding already says what is wrong).
+    them are not reported again (the schema finding already says what is wrong). With
+    `unreadable`, some file could not be parsed at all, so no name can be called unknown.
+    Services whose own findings make their rendering meaningless (bad parameters, conflicting
+    traits) are left out of the model's rendering, so one mistake gives one finding.
     """
     checks = _Checks()
     repository, by_kind = _collect(valid, checks)
@@ -91,18 +94,17 @@ def build_model(
         certificates=by_kind["Certificate"],
         secrets=by_kind["Secret"],
     )
-    _References(model, checks, invalid_names).run()
-    services = {name: s for name, s in model.services.items() if _usable(model, s)}
+    if invalid_names.get("Repository") or unreadable:
+        model = replace(model, repository=replace(model.repository, trusted=False))
+    references = _References(model, checks, invalid_names, unreadable)
+    references.run()
+    services = {
+        name: s for name, s in model.services.items() if _usable(model, s) and name not in references.broken
+    }
     depends = {name: [d for d in s.depends_on if d in services] for name, s in services.items()}
-    model = Model(
-        repository=model.repository,
-        nodes=model.nodes,
-        templates=model.templates,
-        traits=model.traits,
+    model = replace(
+        model,
         services=services,
-        releases=model.releases,
-        certificates=model.certificates,
-        secrets=model.secrets,
         placement={name: placement.place(name, s.placement, model.nodes) for name, s in services.items()},
         order=graph.order(depends),
         versions={name: resolve_version(s, model.releases.values()) for name, s in services.items()},
@@ -157,8 +159,11 @@ def resolve_version(service: Service, releases: Iterable[Release]) -> Release | 
 class _References:
     """Every check that needs more than one document."""
 
-    def __init__(self, model: Model, checks: _Checks, invalid: Mapping[str, set[str]]) -> None:
-        self.model, self.checks, self.invalid = model, checks, invalid
+    def __init__(
+        self, model: Model, checks: _Checks, invalid: Mapping[str, set[str]], unreadable: bool
+    ) -> None:
+        self.model, self.checks, self.invalid, self.unreadable = model, checks, invalid, unreadable
+        self.broken: set[str] = set()  # services not worth rendering: their findings say why
         self.bad_schemas: set[str] = set()  # "Template/x", "Trait/y": their parameters cannot be checked
 
     def run(self) -> None:
@@ -179,7 +184,11 @@ class _References:
         self._cycles()
 
     def _known(self, kind: str, name: str, table: Mapping[str, Any]) -> bool:
-        return name in table or name in self.invalid.get(kind, set())
+        return (
+            self.unreadable
+            or name in table
+            or (bool(self.invalid.get(kind)) and (kind == "Repository" or name in self.invalid[kind]))
+        )
 
     def _parameter_schema(self, item: Template | Trait) -> None:
         findings = parameter_schema_findings(item.doc, ("spec", "parameters"), dict(item.parameters))
@@ -209,12 +218,14 @@ class _References:
 
     def _params(self, doc: Document, at: PathKey, params: Mapping[str, Any], owner: Template | Trait) -> None:
         if f"{owner.doc.kind}/{owner.name}" in self.bad_schemas:
+            self.broken.add(doc.name or "")
             return  # already reported as bad-parameter-schema
         strict = dict(owner.parameters)
         if strict.get("type", "object") == "object":
             strict.setdefault("additionalProperties", False)  # unknown parameters are errors
         label = f"{'template' if isinstance(owner, Template) else 'trait'} {owner.name!r}"
         for finding in instance_findings(doc, at, dict(params), strict, "params"):
+            self.broken.add(doc.name or "")
             self.checks.findings.append(
                 Finding(
                     finding.path,
@@ -238,12 +249,14 @@ class _References:
                 continue
             if used.count(use.type) > 1 and used.index(use.type) < use.index:
                 self.checks.add(doc, (*at, "type"), f"trait {use.type!r} is used twice", "trait-conflict")
+                self.broken.add(service.name)
             if template is not None and "*" not in trait.applies_to and template.name not in trait.applies_to:
                 allowed = ", ".join(trait.applies_to) or "nothing"
                 message = (
                     f"trait {use.type!r} does not apply to template {template.name!r} (appliesTo: {allowed})"
                 )
                 self.checks.add(doc, (*at, "type"), message, "trait-not-applicable")
+                self.broken.add(service.name)
             for other in used:
                 other_trait = self.model.traits.get(other)
                 clash = other in trait.conflicts_with or (
@@ -253,6 +266,7 @@ class _References:
                     self.checks.add(
                         doc, (*at, "type"), f"trait {use.type!r} conflicts with {other!r}", "trait-conflict"
                     )
+                    self.broken.add(service.name)
             self._params(doc, (*at, "params"), use.params, trait)
 
     def _placement(
@@ -315,7 +329,7 @@ class _References:
 
     def _certificate(self, certificate: Certificate) -> None:
         issuers = self.model.repository.issuers
-        if certificate.issuer not in issuers:
+        if certificate.issuer not in issuers and not self._known("Repository", "", {}):
             known = ", ".join(sorted(issuers)) or "none in plumb.yaml"
             message = f"unknown issuer {certificate.issuer!r} (issuers: {known})"
             self.checks.add(certificate.doc, ("spec", "issuer"), message, "unknown-issuer")
