@@ -83,7 +83,8 @@ def reconcile(
     \b
     Examples:
       plumb reconcile --repo /srv/git/fleet.git --once
-      plumb reconcile --repo ssh://git@git.example.com/fleet.git --ssh-key ~/.ssh/plumb --known-hosts ~/.ssh/known_hosts
+      plumb reconcile --repo ssh://git@git.example.com/fleet.git --ssh-key ~/.ssh/plumb \
+          --known-hosts ~/.ssh/known_hosts
     """
     _configure_logging()
     try:

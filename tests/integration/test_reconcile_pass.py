@@ -1,4 +1,4 @@
-"""One reconcile pass against a real bare repository: plans, status, no-op passes, invalid and rewound commits."""
+"""One reconcile pass on a real bare repository: plans, status, no-op passes, invalid and rewound commits."""
 
 from __future__ import annotations
 
@@ -27,10 +27,16 @@ apiVersion: plumb/v1
 kind: Template
 metadata: {name: web}
 spec:
-  parameters: {type: object, required: [port], properties: {port: {type: integer}, greeting: {type: string, default: hi}}}
+  parameters:
+    type: object
+    required: [port]
+    properties: {port: {type: integer}, greeting: {type: string, default: hi}}
   ports: [{name: http, port: "{{ params.port }}", protocol: http}]
   resources:
-    - file: {path: "/srv/{{ service.name }}/index.html", mode: "0644", content: "{{ params.greeting }} from {{ node.name }}\\n"}
+    - file:
+        path: "/srv/{{ service.name }}/index.html"
+        mode: "0644"
+        content: "{{ params.greeting }} from {{ node.name }}\\n"
     - unit:
         name: "{{ service.name }}.service"
         restartOn: ["/srv/{{ service.name }}/index.html"]
@@ -52,7 +58,8 @@ spec:
           {% for e in endpoints(service.name, "http") %}  server {{ e.address }}:{{ e.port }};
           {% else %}  server 127.0.0.1:1 down;
           {% endfor %}}
-          server { listen 80; server_name {{ params.host }}; location / { proxy_pass http://{{ service.name }}; } }
+          server { listen 80; server_name {{ params.host }};
+                   location / { proxy_pass http://{{ service.name }}; } }
 """
 
 
@@ -75,7 +82,7 @@ def service_doc(name: str, nodes: list[str], port: int, greeting: str = "hi", in
 
 
 def fleet_files(apps: int = 3, services: int = 3, keys: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A small fleet: `apps` app nodes, one edge node, services spread over the apps, the first behind ingress."""
+    """`apps` app nodes and an edge node; services spread over the apps, the first behind ingress."""
     keys = keys or {}
     files = {
         "plumb.yaml": "apiVersion: plumb/v1\nkind: Repository\nmetadata: {name: test}\nspec: {allowedPaths: [/srv, /etc/systemd/system, /etc/nginx/conf.d]}\n",
