@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.desired import RenderedResource
+from reconciler.findings import Finding
+from reconciler.planner import plan_entry
+
 Entry = Mapping[str, Any]
 
 
@@ -172,3 +176,127 @@ def unified_diff(ident: str, old: Entry | None, new: Entry | None, *, secret: bo
     name_a = f"a/{ident}" if old is not None else "/dev/null"
     name_b = f"b/{ident}" if new is not None else "/dev/null"
     return "".join(difflib.unified_diff(a, b, fromfile=name_a, tofile=name_b))
+
+
+@dataclass(frozen=True)
+class NodeReview:
+    """What the head would change on one node: actions, and a unified diff per changed resource."""
+
+    node: str
+    actions: tuple[Action, ...]
+    diffs: tuple[tuple[str, str], ...]
+
+    def counts(self) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for action in self.actions:
+            counted[action.kind.value] = counted.get(action.kind.value, 0) + 1
+        return counted
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
+
+
+@dataclass(frozen=True)
+class Review:
+    """`plumb plan`: per node, what the head commit would change against the base."""
+
+    base: str
+    head: str
+    nodes: tuple[NodeReview, ...]
+    findings: tuple[Finding, ...] = ()
+    ok: bool = True
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.nodes)
+
+
+def review(
+    *,
+    base: Mapping[str, Sequence[RenderedResource]],
+    head: Mapping[str, Sequence[RenderedResource]],
+    base_commit: str,
+    head_commit: str,
+) -> Review:
+    """Compare the rendered resources of two desired states node by node (nodes with changes only)."""
+    nodes = []
+    for node in sorted(set(base) | set(head)):
+        old, new = list(base.get(node, ())), list(head.get(node, ()))
+        old_entries, new_entries = [plan_entry(r) for r in old], [plan_entry(r) for r in new]
+        actions = diff_entries(old_entries, new_entries)
+        if actions:
+            secret = {r.id for r in old + new if r.uses_secret}
+            diffs = _diffs(old_entries, new_entries, secret)
+            nodes.append(NodeReview(node=node, actions=actions, diffs=diffs))
+    return Review(base=base_commit, head=head_commit, nodes=tuple(nodes))
+
+
+def _diffs(old: Sequence[Entry], new: Sequence[Entry], secret: set[str]) -> tuple[tuple[str, str], ...]:
+    before, after = {e["id"]: e for e in old}, {e["id"]: e for e in new}
+    out = []
+    for ident in list(after) + [i for i in before if i not in after]:
+        a, b = before.get(ident), after.get(ident)
+        if _digest(a) != _digest(b):
+            out.append((ident, unified_diff(ident, a, b, secret=ident in secret)))
+    return tuple(out)
+
+
+def invalid_review(*, base_commit: str, head_commit: str, findings: Sequence[Finding]) -> Review:
+    """The head does not compile: no node changes, only its findings."""
+    return Review(base=base_commit, head=head_commit, nodes=(), findings=tuple(findings), ok=False)
+
+
+def render_text(result: Review) -> str:
+    """Plain text for a terminal."""
+    lines = [f"plumb plan {result.base[:12]}..{result.head[:12]}"]
+    if not result.ok:
+        lines.append("the head is invalid; nothing would be planned:")
+        lines += [f"  {f}" for f in result.findings]
+        return "\n".join(lines) + "\n"
+    if not result.changed:
+        return lines[0] + "\nno changes\n"
+    for node in result.nodes:
+        lines.append(f"\nnode {node.node}: {node.summary()}")
+        lines += [f"  {a}" for a in node.actions]
+        for _, diff in node.diffs:
+            lines += ["    " + line for line in diff.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(result: Review) -> str:
+    """A pull-request comment: a summary table, then a collapsible section per node."""
+    title = f"### Plumb plan: `{result.base[:12]}` → `{result.head[:12]}`\n"
+    if not result.ok:
+        found = "\n".join(f"- `{f.path}:{f.line}:{f.column}` {f.message} [{f.code}]" for f in result.findings)
+        return f"{title}\n:x: **The head is invalid**; no plan would change.\n\n{found}\n"
+    if not result.changed:
+        return f"{title}\nNo node would change.\n"
+    table = ["| Node | Changes |", "| --- | --- |"]
+    table += [f"| `{n.node}` | {n.summary()} |" for n in result.nodes]
+    sections = [_markdown_node(n) for n in result.nodes]
+    count = f"{len(result.nodes)} node(s) would change.\n"
+    return title + "\n" + count + "\n" + "\n".join(table) + "\n\n" + "\n".join(sections)
+
+
+def _markdown_node(node: NodeReview) -> str:
+    actions = "\n".join(f"- **{a.kind.value}** `{a.target}`: {a.reason}" for a in node.actions)
+    diffs = "\n".join(f"```diff\n{diff}```\n" for _, diff in node.diffs if diff)
+    return (
+        f"<details><summary><code>{node.node}</code>: {node.summary()}</summary>\n\n"
+        f"{actions}\n\n{diffs}\n</details>\n"
+    )
+
+
+def render_json(result: Review) -> dict[str, Any]:
+    """The review as data (`--format json`)."""
+    return {
+        "base": result.base,
+        "head": result.head,
+        "ok": result.ok,
+        "changed": result.changed,
+        "findings": [f.as_json() for f in result.findings],
+        "nodes": [
+            {"node": n.node, "actions": [a.as_json() for a in n.actions], "diffs": dict(n.diffs)}
+            for n in result.nodes
+        ],
+    }
