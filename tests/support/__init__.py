@@ -1,1 +1,178 @@
-"""Helpers the tests share: real bare Git repositories and a real sshd on 127.0.0.1."""
+"""Helpers the tests share: real bare Git repositories, a real sshd on 127.0.0.1, and signed node plans.
+
+`make_plan` builds what the reconciler would write to `plans/<node>.json` (resource digests, plan
+digest, signature), so agent tests exercise exactly the contract in `schemas/plan.schema.json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agent.contract import resource_digest, resources_digest, sign_document
+from agent.crypto import SigningKey
+
+ALLOWED = ["/etc/plumb", "/etc/nginx/conf.d", "/etc/systemd/system", "/opt", "/srv", "/var/lib/plumb"]
+
+
+def resource_id(kind: str, spec: Mapping[str, Any]) -> str:
+    """The id the reconciler gives a resource (kind:identity)."""
+    if kind == "unit":
+        return f"unit:{spec['name']}" + (f"/{spec['dropIn']}" if spec.get("dropIn") else "")
+    if kind == "nginx":
+        return f"nginx:{spec['site']}"
+    if kind in ("certificate", "service"):
+        return f"{kind}:{spec['name']}"
+    return f"{kind}:{spec['path']}"
+
+
+def resource(
+    kind: str,
+    spec: Mapping[str, Any],
+    *,
+    service: str = "app",
+    after: Sequence[str] = (),
+    rid: str | None = None,
+) -> dict[str, Any]:
+    """One plan entry with its digest."""
+    return {
+        "id": rid or resource_id(kind, spec),
+        "kind": kind,
+        "service": service,
+        "spec": dict(spec),
+        "digest": resource_digest(kind, spec),
+        "after": list(after),
+    }
+
+
+def make_plan(
+    node: str,
+    resources: Iterable[Mapping[str, Any]],
+    *,
+    serial: int,
+    key: SigningKey | None,
+    allowed: Sequence[str] = ALLOWED,
+    heartbeat: int = 30,
+    expires: datetime | None = None,
+    commit: str = "a" * 40,
+) -> dict[str, Any]:
+    """A node plan, signed with `key` (unsigned when `key` is None)."""
+    entries = [dict(r) for r in resources]
+    plan = {
+        "apiVersion": "plumb/v1",
+        "kind": "NodePlan",
+        "node": node,
+        "serial": serial,
+        "source": {"commit": commit},
+        "expires": (expires or datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "allowedPaths": list(allowed),
+        "heartbeat": heartbeat,
+        "resources": entries,
+        "digest": resources_digest(entries),
+    }
+    return sign_document(plan, key) if key is not None else plan
+
+
+class AgentWorld:
+    """A node under test: a bare origin repository, a reconciler key, an enrolled agent under `root`."""
+
+    def __init__(self, base: Any, *, node: str = "web-1", runtime: str = "process", **options: Any) -> None:
+        from agent.cli import enroll_keys
+        from agent.state import StateDir
+        from tests.support.gitrepo import bare_repo
+
+        self.base = base
+        self.node = node
+        self.root = base / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state_dir = base / "state"
+        self.origin_path = base / "origin.git"
+        self.origin = bare_repo(self.origin_path)
+        self.reconciler_key = SigningKey.generate()
+        self.node_signing, self.node_sealing = enroll_keys(StateDir(self.state_dir))
+        self.runtime = runtime
+        self.options = options
+        self.serial = 0
+
+    def publish(
+        self, resources: Iterable[Mapping[str, Any]], *, serial: int | None = None, **plan: Any
+    ) -> dict[str, Any]:
+        """Sign a plan for this node and commit it to the state branch."""
+        from agent.contract import to_file_json
+        from tests.support.gitrepo import commit_files
+
+        self.serial = serial if serial is not None else self.serial + 1
+        plan.setdefault("key", self.reconciler_key)
+        document = make_plan(self.node, resources, serial=self.serial, **plan)
+        commit_files(self.origin, "plumb/state", {f"plans/{self.node}.json": to_file_json(document)})
+        return document
+
+    def publish_raw(self, document: Mapping[str, Any]) -> None:
+        from agent.contract import to_file_json
+        from tests.support.gitrepo import commit_files
+
+        commit_files(self.origin, "plumb/state", {f"plans/{self.node}.json": to_file_json(document)})
+
+    def agent_options(self, **overrides: Any) -> Any:
+        from agent.runner import AgentOptions
+
+        values = {
+            "node": self.node,
+            "repo_url": f"file://{self.origin_path}",
+            "reconciler_key": self.reconciler_key.verify_key(),
+            "root": self.root,
+            "state_dir": self.state_dir,
+            "runtime": self.runtime,
+            "interval": 0.2,
+        }
+        return AgentOptions(**(values | self.options | overrides))
+
+    def agent(self, **overrides: Any) -> Any:
+        from agent.runner import Agent
+
+        return Agent(self.agent_options(**overrides))
+
+    def cli_args(self) -> list[str]:
+        """Arguments for `plumb-agent run` as a subprocess."""
+        return [
+            "run",
+            "--repo",
+            f"file://{self.origin_path}",
+            "--node",
+            self.node,
+            "--reconciler-key",
+            self.reconciler_key.public_b64(),
+            "--root",
+            str(self.root),
+            "--state-dir",
+            str(self.state_dir),
+            "--runtime",
+            self.runtime,
+        ]
+
+    def path(self, plan_path: str) -> Any:
+        """Where a plan path lives under the root."""
+        return self.root / plan_path.lstrip("/")
+
+    def report(self) -> dict[str, Any]:
+        """The report the agent pushed last (signature checked by the caller)."""
+        import json
+
+        from tests.support.gitrepo import read_file
+
+        return dict(json.loads(read_file(self.origin, f"plumb/reports/{self.node}", "report.json")))
+
+    def stop_units(self) -> None:
+        """Stop every supervisor this node's process runtime started, and wait for them (test cleanup)."""
+        from agent.paths import Confinement
+        from agent.runtimes.process import ProcessRuntime
+
+        supervise = self.state_dir / "supervise"
+        if not supervise.is_dir():
+            return
+        runtime = ProcessRuntime(
+            confinement=Confinement.create(root=self.root, allowed=["/"]), state_dir=self.state_dir
+        )
+        for directory in supervise.iterdir():
+            runtime.stop(directory.name)

@@ -1,0 +1,117 @@
+"""Observe each service instance on the node: unit state, pid, listening ports and health probes.
+
+A liveness probe that has failed past its threshold restarts the unit (as Kubernetes does);
+readiness decides `ready`; while a startup probe has not yet passed, the others wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.contract import JsonObject
+from agent.errors import PlumbError
+from agent.plan import Plan, PlanResource, format_time
+from agent.probes import ProbeResult, ProbeTracker, run_probe
+from agent.procnet import listening_ports
+from agent.resources.base import Host
+from agent.runtimes.base import UnitState, UnitStatus
+
+PROBE_ORDER = ("startup", "liveness", "readiness")
+
+
+@dataclass
+class InstanceObserver:
+    """Keeps probe series across cycles and builds the report's `instances`."""
+
+    tracker: ProbeTracker = field(default_factory=ProbeTracker)
+    restarted: list[str] = field(default_factory=list)
+
+    def observe(self, plan: Plan, host: Host, now: datetime) -> list[JsonObject]:
+        return [self._instance(r, host, now) for r in plan.resources if r.kind == "service"]
+
+    def _instance(self, resource: PlanResource, host: Host, now: datetime) -> JsonObject:
+        spec = resource.spec
+        unit = spec.get("unit")
+        status = _status(host, unit)
+        listening = listening_ports(status.pid) if status.pid else set()
+        ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
+        probes = self._probes(spec, ports, status, now)
+        if probes.get("liveness", {}).get("ok") is False and unit and status.active:
+            self._restart(host, unit)
+        ready, since = self._readiness(spec, status, probes)
+        instance: JsonObject = {
+            "service": spec["name"],
+            "state": _state(spec, status),
+            "pid": status.pid,
+            "version": spec.get("version"),
+            "ports": [_port(p, listening) for p in spec.get("ports", [])],
+            "ready": ready,
+            "readySince": since,
+            "probes": probes,
+            "restarts": status.restarts,
+        }
+        return instance | ({"unit": unit} if unit else {})
+
+    def _probes(
+        self, spec: Mapping[str, Any], ports: Mapping[str, int], status: UnitStatus, now: datetime
+    ) -> JsonObject:
+        results: JsonObject = {}
+        started = True
+        for kind in PROBE_ORDER:
+            probe = spec.get("health", {}).get(kind)
+            if probe is None:
+                continue
+            key = (spec["name"], kind)
+            if not started:
+                results[kind] = {"ok": False, "message": "waiting for the startup probe", "since": None}
+                continue
+            try:
+                result = run_probe(probe, ports=ports, unit_active=status.active)
+            except PlumbError as exc:
+                result = ProbeResult(False, str(exc))
+            self.tracker.record(key, probe, result, now)
+            ok, message, since = self.tracker.state(key)
+            results[kind] = {"ok": ok, "message": message, "since": format_time(since) if since else None}
+            started = started and (kind != "startup" or ok)
+        return results
+
+    def _readiness(
+        self, spec: Mapping[str, Any], status: UnitStatus, probes: JsonObject
+    ) -> tuple[bool, str | None]:
+        if "readiness" in probes:
+            return bool(probes["readiness"]["ok"]) and status.active, probes["readiness"]["since"]
+        return status.active, None
+
+    def _restart(self, host: Host, unit: str) -> None:
+        try:
+            host.runtime.restart(unit)
+        except (PlumbError, OSError):
+            return
+        self.restarted.append(unit)
+
+
+def _status(host: Host, unit: str | None) -> UnitStatus:
+    if not unit:
+        return UnitStatus(UnitState.UNKNOWN)
+    try:
+        return host.runtime.status(unit)
+    except (PlumbError, OSError):
+        return UnitStatus(UnitState.UNKNOWN)
+
+
+def _state(spec: Mapping[str, Any], status: UnitStatus) -> str:
+    if spec.get("waitingFor") and not status.active:
+        return "waiting"
+    return status.state.value
+
+
+def _port(port: Mapping[str, Any], listening: set[int]) -> JsonObject:
+    entry: JsonObject = {
+        "name": port["name"],
+        "port": int(port["port"]),
+        "listening": int(port["port"]) in listening,
+    }
+    return entry | ({"protocol": port["protocol"]} if "protocol" in port else {})

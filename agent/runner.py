@@ -1,0 +1,360 @@
+"""The agent loop: recover an interrupted apply, fetch, verify, converge, observe, report; repeat.
+
+One cycle:
+    1. fetch the state branch; on failure keep converging the last verified plan, report later
+    2. verify the node's plan (`agent.plan`); a rejected plan is never applied, the report says why
+    3. journal, apply (`agent.apply`), record applied serial, ledger and hooks, drop the journal
+    4. observe instances and probes, build and sign the report, push it when something changed,
+       when a plan was rejected, when the last push failed, or when `heartbeat` has passed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent import fsops
+from agent.apply import ApplyResult, apply_plan, identity
+from agent.contract import MAX_PLAN_BYTES, JsonObject, parse_json_document, sign_document
+from agent.crypto import SealingKey, SigningKey, VerifyKey
+from agent.errors import ContractError, PathError, PermanentError, PlumbError, TemporaryError
+from agent.gitremote import Remote
+from agent.instances import InstanceObserver
+from agent.nginxctl import Nginx
+from agent.paths import Confinement
+from agent.plan import Plan, format_time, verify_plan
+from agent.report import build_report
+from agent.resources.base import Host
+from agent.runtimes.base import Runtime
+from agent.runtimes.process import ProcessRuntime
+from agent.runtimes.systemd import SystemdRuntime
+from agent.state import StateDir
+from agent.sync import StateSync, open_repo
+
+DEFAULT_HEARTBEAT = 30
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """What `plumb-agent run` was told."""
+
+    node: str
+    repo_url: str
+    reconciler_key: VerifyKey
+    root: Path = Path("/")
+    state_dir: Path = Path("/var/lib/plumb-agent")
+    runtime: str = "systemd"
+    state_branch: str = "plumb/state"
+    reports_prefix: str = "plumb/reports/"
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None
+    interval: float = 15.0
+    nginx: Nginx | None = None
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """What one cycle did."""
+
+    fetched: bool
+    applied: bool
+    ok: bool
+    rejected: str | None
+    pushed: bool
+    result: ApplyResult | None
+    report: JsonObject
+
+
+@dataclass
+class _Memory:
+    last_push: float = 0.0
+    push_failed: bool = True
+    last_rejected: str | None = None
+    heartbeat: float = DEFAULT_HEARTBEAT
+
+
+@dataclass
+class Agent:
+    """One node's agent."""
+
+    options: AgentOptions
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    observer: InstanceObserver = field(default_factory=InstanceObserver)
+    memory: _Memory = field(default_factory=_Memory)
+
+    def __post_init__(self) -> None:
+        self.state = StateDir(self.options.state_dir)
+        self.signing_key = SigningKey.load(self.state.signing_key)
+        self.sealing_key = (
+            SealingKey.load(self.state.sealing_key) if self.state.sealing_key.exists() else None
+        )
+        self.sync = StateSync(
+            Remote(self.options.repo_url, ssh_key=self.options.ssh_key, known_hosts=self.options.known_hosts),
+            open_repo(self.state.repo),
+            node=self.options.node,
+            state_branch=self.options.state_branch,
+            reports_prefix=self.options.reports_prefix,
+        )
+
+    # -- hosts and plans ---------------------------------------------------------------------
+
+    def host_for(self, plan: Plan) -> Host:
+        confinement = Confinement.create(root=self.options.root, allowed=plan.allowed_paths)
+        return Host(
+            node=self.options.node,
+            confinement=confinement,
+            state_dir=self.options.state_dir,
+            runtime=self._runtime(confinement),
+            nginx=self.options.nginx,
+            sealing_key=self.sealing_key,
+        )
+
+    def _runtime(self, confinement: Confinement) -> Runtime:
+        if self.options.runtime == "process":
+            return ProcessRuntime(confinement=confinement, state_dir=self.options.state_dir)
+        return SystemdRuntime(unit_dir=self.options.root / "etc/systemd/system")
+
+    def _verify(self, document: JsonObject, *, check_expiry: bool = True) -> Plan:
+        applied = self.state.load("applied") or {}
+        now = self.clock() if check_expiry else datetime.min.replace(tzinfo=UTC)
+        plan = verify_plan(
+            document,
+            key=self.options.reconciler_key,
+            node=self.options.node,
+            last_serial=applied.get("serial"),
+            now=now,
+        )
+        _check_paths(plan, self.options.root)
+        return plan
+
+    def stored_plan(self) -> Plan | None:
+        """The last verified plan, kept in the state directory."""
+        document = self.state.load("plan")
+        if document is None:
+            return None
+        try:
+            return self._verify(document, check_expiry=False)
+        except PlumbError:
+            return None
+
+    # -- apply -------------------------------------------------------------------------------
+
+    def recover(self) -> ApplyResult | None:
+        """Finish an apply a crash interrupted (before anything else), from the plan it was applying."""
+        journal = self.state.load("journal")
+        if journal is None:
+            return None
+        plan = self.stored_plan()
+        if plan is None or plan.digest != journal.get("digest"):
+            self.state.drop("journal")
+            return None
+        host = self.host_for(plan)
+        for resource in plan.resources:
+            for path in _paths(resource.kind, resource.spec):
+                with contextlib.suppress(PlumbError, OSError):
+                    fsops.discard_temp(host.root, host.confinement.parts(path))
+        return self.apply(plan, fresh=journal.get("fresh", {}))
+
+    def apply(self, plan: Plan, *, fresh: dict[str, list[str]] | None = None) -> ApplyResult:
+        """Journal, converge, record; the journal is dropped only once everything is recorded."""
+        host = self.host_for(plan)
+        ledger = self.state.load("ledger") or {}
+        if fresh is None:
+            fresh = _fresh_paths(plan, host, ledger)
+            if (self.state.load("plan") or {}).get("digest") != plan.digest:
+                self.state.save("plan", plan.document)
+            self.state.save("journal", {"serial": plan.serial, "digest": plan.digest, "fresh": fresh})
+        hooks_state = self.state.load("hooks") or {}
+        result = apply_plan(plan, host, ledger=_with_fresh(ledger, fresh), hooks_state=hooks_state)
+        at = format_time(self.clock())
+        applied = {
+            "serial": plan.serial,
+            "commit": plan.commit,
+            "digest": plan.digest,
+            "at": at,
+            "ok": result.ok,
+        }
+        if result.ledger != ledger:
+            self.state.save("ledger", result.ledger)
+        if hooks_state != (self.state.load("hooks") or {}):
+            self.state.save("hooks", hooks_state)
+        self._record_applied(applied, result)
+        self.state.drop("journal")
+        return result
+
+    def _record_applied(self, applied: JsonObject, result: ApplyResult) -> None:
+        before = self.state.load("applied") or {}
+        same = {k: before.get(k) for k in ("serial", "digest", "ok")} == {
+            k: applied[k] for k in ("serial", "digest", "ok")
+        }
+        if not same or result.changed:
+            self.state.save("applied", applied)
+
+    # -- one cycle ---------------------------------------------------------------------------
+
+    def fetch(self) -> tuple[bool, JsonObject | None, str | None]:
+        """(fetched, plan document, why it cannot be read); a fetch failure leaves everything as is."""
+        try:
+            data, _commit = self.sync.fetch_plan()
+        except TemporaryError as exc:
+            return False, None, str(exc)
+        if data is None:
+            return True, None, None
+        try:
+            return True, parse_json_document(data, what="plan", limit=MAX_PLAN_BYTES), None
+        except ContractError as exc:
+            return True, None, str(exc)
+
+    def cycle(self, *, force_report: bool = False) -> CycleOutcome:
+        """Fetch, verify, converge, observe and report once."""
+        fetched, document, problem = self.fetch()
+        rejected = _rejection(document, problem) if fetched and problem else None
+        plan = None
+        if document is not None:
+            try:
+                plan = self._verify(document)
+            except PermanentError as exc:
+                rejected = _rejection(document, str(exc))
+        fresh_plan = plan is not None
+        plan = plan or self.stored_plan()
+        result = self.apply(plan) if plan is not None else None
+        report = self._report(plan, result, rejected, offline=None if fetched else problem)
+        pushed = self._maybe_push(report, plan, result, rejected, force=force_report)
+        ok = result.ok if result is not None else True
+        return CycleOutcome(
+            fetched, fresh_plan, ok and rejected is None, _reason(rejected), pushed, result, report
+        )
+
+    def _report(
+        self, plan: Plan | None, result: ApplyResult | None, rejected: JsonObject | None, offline: str | None
+    ) -> JsonObject:
+        now = self.clock()
+        instances = self.observer.observe(plan, self.host_for(plan), now) if plan is not None else []
+        document = build_report(
+            node=self.options.node,
+            now=now,
+            applied=self.state.load("applied"),
+            rejected=rejected,
+            result=result,
+            instances=instances,
+            capabilities=self.capabilities(),
+        )
+        signed = sign_document(document, self.signing_key)
+        self.state.save("report", signed)
+        return signed
+
+    def _maybe_push(
+        self,
+        report: JsonObject,
+        plan: Plan | None,
+        result: ApplyResult | None,
+        rejected: JsonObject | None,
+        *,
+        force: bool,
+    ) -> bool:
+        heartbeat = plan.heartbeat if plan is not None else DEFAULT_HEARTBEAT
+        self.memory.heartbeat = heartbeat
+        reason = _reason(rejected)
+        due = (
+            force
+            or self.memory.push_failed
+            or (result is not None and result.changed)
+            or reason != self.memory.last_rejected
+            or time.monotonic() - self.memory.last_push >= heartbeat
+        )
+        if not due:
+            return False
+        try:
+            self.sync.push_report(report)
+        except PlumbError:
+            self.memory.push_failed = True
+            return False
+        self.memory.push_failed, self.memory.last_push, self.memory.last_rejected = (
+            False,
+            time.monotonic(),
+            reason,
+        )
+        return True
+
+    def capabilities(self) -> list[str]:
+        found = [self.options.runtime]
+        if self.options.nginx is not None and self.options.nginx.available():
+            found.append("nginx")
+        if self.options.runtime == "systemd":
+            found.append("systemd")
+        return sorted(set(found))
+
+    def run(self, *, once: bool = False, stop: Callable[[], bool] = lambda: False) -> CycleOutcome:
+        """Recover, then cycle every `interval` seconds (once with `once`)."""
+        self.recover()
+        outcome = self.cycle(force_report=True)
+        while not once and not stop():
+            time.sleep(min(self.options.interval, self.memory.heartbeat))
+            outcome = self.cycle()
+        return outcome
+
+
+def _reason(rejected: JsonObject | None) -> str | None:
+    return None if rejected is None else str(rejected["reason"])
+
+
+def _rejection(document: JsonObject | None, reason: str | None) -> JsonObject:
+    serial = document.get("serial") if document else None
+    digest = document.get("digest") if document else None
+    return {
+        "serial": serial if isinstance(serial, int) else None,
+        "digest": digest if isinstance(digest, str) else None,
+        "reason": reason or "unknown",
+    }
+
+
+def _paths(kind: str, spec: Any) -> list[str]:
+    found = identity(kind, spec)
+    return [p for p in (found.get("path"), found.get("keyPath")) if isinstance(p, str)]
+
+
+def _check_paths(plan: Plan, root: Path) -> None:
+    """Refuse the whole plan if any entry points outside allowedPaths or uses `..` (nothing is applied)."""
+    confinement = Confinement.create(root=root, allowed=plan.allowed_paths)
+    for resource in plan.resources:
+        for path in _paths(resource.kind, resource.spec) + list(resource.spec.get("restartOn", [])):
+            try:
+                confinement.check(path)
+            except PathError as exc:
+                raise PathError(f"resource {resource.id}: {exc}") from exc
+
+
+def _fresh_paths(plan: Plan, host: Host, ledger: dict[str, Any]) -> dict[str, list[str]]:
+    """Paths of resources new to the ledger that do not exist yet: the agent will have created them."""
+    fresh: dict[str, list[str]] = {}
+    for resource in plan.resources:
+        if resource.id in ledger:
+            continue
+        missing = []
+        for path in _paths(resource.kind, resource.spec):
+            with contextlib.suppress(PlumbError, OSError):
+                if not fsops.observe(host.root, host.confinement.parts(path), read=False).exists:
+                    missing.append(path)
+        if missing:
+            fresh[resource.id] = missing
+    return fresh
+
+
+def _with_fresh(ledger: dict[str, Any], fresh: dict[str, list[str]]) -> dict[str, Any]:
+    merged = dict(ledger)
+    for resource_id, paths in fresh.items():
+        entry = dict(merged.get(resource_id, {}))
+        entry["created"] = sorted(set(entry.get("created", [])) | set(paths))
+        entry.setdefault("digest", None)
+        merged[resource_id] = entry
+    return merged
+
+
+def expires_soon(plan: Plan, now: datetime) -> bool:
+    """Whether the plan expires within a day (for `status`)."""
+    return plan.expires - now < timedelta(days=1)

@@ -1,0 +1,51 @@
+"""The interface both runtimes offer for units: start, stop, restart, enable, and what is running now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class UnitState(StrEnum):
+    """A unit's state as reported (matches the report schema's instance states)."""
+
+    RUNNING = "running"
+    STARTING = "starting"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """What a runtime knows about one unit now."""
+
+    state: UnitState
+    pid: int | None = None
+    restarts: int = 0
+    enabled: bool | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in (UnitState.RUNNING, UnitState.STARTING)
+
+
+class Runtime(Protocol):
+    """Runs units. `unit_dir` holds the unit files the agent wrote."""
+
+    name: str
+
+    def reload(self) -> None: ...
+
+    def status(self, unit: str) -> UnitStatus: ...
+
+    def start(self, unit: str) -> None: ...
+
+    def restart(self, unit: str) -> None: ...
+
+    def stop(self, unit: str) -> None: ...
+
+    def set_enabled(self, unit: str, enabled: bool) -> None: ...
+
+    def verify(self, unit: str) -> str | None: ...

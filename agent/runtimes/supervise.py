@@ -1,0 +1,160 @@
+"""A tiny detached supervisor for one unit: runs its command, restarts it per `Restart=`, stops on SIGTERM.
+
+Started by the `process` runtime as `python -m agent.runtimes.supervise DIR`. It forks, the child
+becomes a session leader that outlives the agent, and the parent exits once `DIR/supervisor.pid`
+is written. The supervisor reads `DIR/config.json`, writes `DIR/status.json` at every change, sends
+the service's output to `DIR/output.log`, and restarts with exponential back-off (from RestartSec,
+doubling, at most 30 s; reset after 10 s of healthy running). SIGTERM stops the service's process
+group (SIGKILL after 5 s) and ends the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.unitfile import should_restart
+
+MAX_BACKOFF = 30.0
+HEALTHY_AFTER = 10.0
+STOP_GRACE = 5.0
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomically replace a small JSON file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(value, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    """One unit's process, its restarts and its status file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.config = json.loads((directory / "config.json").read_text())
+        self.child: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.delay = float(self.config["restart_sec"])
+        self.started = 0.0
+
+    def status(self, state: str, **extra: Any) -> None:
+        pid = self.child.pid if self.child is not None else None
+        record = {"supervisor": os.getpid(), "pid": pid, "state": state, "restarts": self.restarts}
+        write_json(self.directory / "status.json", record | extra)
+
+    def spawn(self) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")} | dict(
+            self.config["environment"]
+        )
+        cwd = self.config["working_directory"]
+        with open(self.directory / "output.log", "ab") as log:
+            self.child = subprocess.Popen(
+                self.config["argv"],
+                env=env,
+                cwd=cwd,
+                user=self.config["user"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),
+            )
+        self.started = time.monotonic()
+        self.status("running")
+
+    def reap(self) -> tuple[int | None, int | None] | None:
+        """(exit code, signal) if the child ended, else None."""
+        if self.child is None or self.child.poll() is None:
+            return None
+        code = self.child.returncode
+        return (None, -code) if code < 0 else (code, None)
+
+    def next_delay(self) -> float:
+        if time.monotonic() - self.started >= HEALTHY_AFTER:
+            self.delay = float(self.config["restart_sec"])
+        delay, self.delay = self.delay, min(max(self.delay * 2, 0.1), MAX_BACKOFF)
+        return delay
+
+    def stop(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            _signal_group(self.child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            while self.child.poll() is None and time.monotonic() < deadline:
+                signal.sigtimedwait({signal.SIGCHLD}, 0.05)
+            _signal_group(self.child.pid, signal.SIGKILL)
+            self.child.wait()
+        self.status("stopped")
+
+    def run(self) -> None:
+        next_start: float | None = time.monotonic()
+        while True:
+            if next_start is not None and time.monotonic() >= next_start:
+                self.spawn()
+                next_start = None
+            timeout = 1.0 if next_start is None else max(0.0, next_start - time.monotonic())
+            received = signal.sigtimedwait(_SIGNALS, timeout)
+            if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
+                self.stop()
+                return
+            ended = self.reap()
+            if ended is None:
+                continue
+            code, sig = ended
+            if not should_restart(self.config["restart"], exit_code=code, signal=sig):
+                self.child = None
+                self.status("stopped" if code == 0 else "failed", exitCode=code, signal=sig)
+                return
+            self.restarts += 1
+            next_start = time.monotonic() + self.next_delay()
+            self.status("starting", exitCode=code, signal=sig)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def daemonize(directory: Path) -> None:
+    """Fork; the child becomes a session leader and supervises; the parent exits once the pid is written."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    os.close(read_end)
+    os.setsid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    (directory / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    os.write(write_end, b"x")
+    os.close(write_end)
+
+
+def main() -> None:
+    directory = Path(sys.argv[1])
+    daemonize(directory)
+    supervisor = Supervisor(directory)
+    try:
+        supervisor.run()
+    except Exception as exc:  # the supervisor must leave a status behind, whatever happened
+        supervisor.status("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+if __name__ == "__main__":
+    main()

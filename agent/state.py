@@ -1,0 +1,75 @@
+"""The agent's own state directory: keys, the applied plan, the ledger, the journal, hook records.
+
+<state-dir>/signing.key       node Ed25519 key (0600)      sealing.key   node X25519 key (0600)
+<state-dir>/applied.json      serial, commit, digest, time and outcome of the last apply
+<state-dir>/plan.json         the last verified plan (re-applied after a crash)
+<state-dir>/journal.json      present only while an apply runs: which plan it was applying
+<state-dir>/ledger.json       what the agent manages: resource id -> kind, digest, paths it created
+<state-dir>/hooks.json        release hooks run, per service and version
+<state-dir>/report.json       the last report built (pushed or not)
+<state-dir>/repo.git          bare repository for fetching plans and pushing reports
+<state-dir>/supervise/        the process runtime's supervisors
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.crypto import write_private
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomically replace a JSON state file (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(value, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON state file's content, or None if it does not exist."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Paths and readers of the agent's state directory."""
+
+    path: Path
+
+    @property
+    def signing_key(self) -> Path:
+        return self.path / "signing.key"
+
+    @property
+    def sealing_key(self) -> Path:
+        return self.path / "sealing.key"
+
+    @property
+    def repo(self) -> Path:
+        return self.path / "repo.git"
+
+    def file(self, name: str) -> Path:
+        return self.path / f"{name}.json"
+
+    def load(self, name: str) -> Any:
+        return read_json(self.file(name))
+
+    def save(self, name: str, value: Any) -> None:
+        write_json(self.file(name), value)
+
+    def drop(self, name: str) -> None:
+        self.file(name).unlink(missing_ok=True)
+
+    def save_private(self, path: Path, text: str) -> None:
+        write_private(path, text)
