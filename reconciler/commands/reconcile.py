@@ -126,6 +126,8 @@ def _watch(reconciler: Reconciler, interval: float) -> None:
             log.warning("pass failed, will retry", error=str(error))
         except PlumbError as error:
             log.error("pass failed", error=str(error))
+        except Exception:  # a daemon outlives one bad pass; the next one starts from Git again
+            log.exception("pass crashed")
         else:
             if not result.skipped:
                 click.echo(_summary(result))
