@@ -12,7 +12,6 @@ import copy
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -21,7 +20,7 @@ from reconciler.findings import Finding
 from reconciler.load import Document, PathKey
 from reconciler.model import Model, Node, Release, Service, Trait, seconds
 from reconciler.render import Calls, Lookups, functions, reads_node, render_value
-from reconciler.schemas import dotted, schema
+from reconciler.schemas import definition_validator, dotted, is_valid
 
 RESOURCE_KINDS = ("file", "directory", "unit", "nginx", "artifact", "certificate")
 KIND_RANK = {"directory": 0, "file": 1, "certificate": 2, "artifact": 3, "unit": 4, "nginx": 5, "service": 6}
@@ -184,7 +183,7 @@ class _GroupBuilder:
         except _Invalid as invalid:
             self._finding(doc, (*at, *invalid.path), invalid.message, "render")
             return
-        for error in _spec_validator(kind).iter_errors(spec):
+        for error in () if is_valid("plan", spec, kind) else _spec_validator(kind).iter_errors(spec):
             path = (*at, *error.absolute_path)
             self._finding(doc, path, f"renders to an invalid {kind}: {error.message}", "render")
             return
@@ -399,10 +398,8 @@ def certificate_paths(name: str) -> dict[str, str]:
     }
 
 
-@cache
 def _spec_validator(kind: str) -> Draft202012Validator:
-    plan = schema("plan")
-    return Draft202012Validator({"$ref": f"#/$defs/{kind}", "$defs": plan["$defs"]})
+    return definition_validator("plan", kind)
 
 
 def path_problem(path: str, allowed: Sequence[str]) -> tuple[str, str] | None:

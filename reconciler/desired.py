@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from reconciler import placement
 from reconciler.compose import (
     Group,
     GroupRender,
@@ -182,6 +181,7 @@ class _Assembly:
         self.per_node: dict[str, list[Piece]] = {name: [] for name in model.nodes}
         self.ports: dict[str, list[tuple[Mapping[str, Any], Piece]]] = {name: [] for name in model.nodes}
         self.findings: list[Finding] = []
+        self.service_order = {service: index for index, service in enumerate(model.order)}
 
     def run(self) -> tuple[dict[str, tuple[RenderedResource, ...]], list[Finding]]:
         for position, name in enumerate(self.model.order):
@@ -190,7 +190,7 @@ class _Assembly:
             for use in service.traits:
                 trait = self.model.traits[use.type]
                 if trait.placement is not None:
-                    nodes = placement.place(f"{name}/{use.type}", trait.placement, self.model.nodes)
+                    nodes = self.model.node_index.place(f"{name}/{use.type}", trait.placement)
                     self._group(Group(name, use.index), nodes, position)
         laid_out = {name: self._node(name) for name in sorted(self.model.nodes)}
         return laid_out, self.findings
@@ -231,10 +231,11 @@ class _Assembly:
         )
 
     def _node(self, name: str) -> tuple[RenderedResource, ...]:
-        order = {service: index for index, service in enumerate(self.model.order)}
+        order = self.service_order
         pieces = sorted(self.per_node[name], key=lambda p: (order[p.service], p.rank))
         pieces = self._without_conflicts(name, pieces)
         self._check_ports(name)
+        present = {p.id for p in pieces if p.kind == "service"}
         ids_by_service: dict[str, list[Piece]] = {}
         resources = []
         for piece in pieces:
@@ -242,7 +243,7 @@ class _Assembly:
             after = [p.id for p in earlier if p.rank < piece.rank]
             if piece.kind in ("unit", "service"):
                 deps = self.model.services[piece.service].depends_on
-                after += [f"service:{dep}" for dep in deps if any(p.id == f"service:{dep}" for p in pieces)]
+                after += [f"service:{dep}" for dep in deps if f"service:{dep}" in present]
             earlier.append(piece)
             resources.append(
                 RenderedResource(

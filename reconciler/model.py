@@ -165,6 +165,7 @@ class Model:
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     order: tuple[str, ...] = ()  # services, dependencies first
     versions: Mapping[str, Release | None] = field(default_factory=dict)  # service -> resolved release
+    node_index: Any = field(default=None, compare=False, repr=False)  # placement.NodeIndex of `nodes`
 
 
 def _labels(body: Mapping[str, Any]) -> dict[str, str]:

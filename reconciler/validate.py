@@ -94,6 +94,7 @@ def build_model(
         certificates=by_kind["Certificate"],
         secrets=by_kind["Secret"],
     )
+    model = replace(model, node_index=placement.NodeIndex(model.nodes))
     if invalid_names.get("Repository") or unreadable:
         model = replace(model, repository=replace(model.repository, trusted=False))
     references = _References(model, checks, invalid_names, unreadable)
@@ -105,7 +106,7 @@ def build_model(
     model = replace(
         model,
         services=services,
-        placement={name: placement.place(name, s.placement, model.nodes) for name, s in services.items()},
+        placement={name: model.node_index.place(name, s.placement) for name, s in services.items()},
         order=graph.order(depends),
         versions={name: resolve_version(s, model.releases.values()) for name, s in services.items()},
     )
@@ -282,7 +283,7 @@ class _References:
             if not self._known("Node", name, all_nodes):
                 message = f"unknown node {name!r}{_hint(name, all_nodes)}"
                 self.checks.add(doc, (*at, "nodes", index), message, "unknown-node")
-        pool = placement.candidates(Placement(selector, nodes), all_nodes)
+        pool = self.model.node_index.candidates(Placement(selector, nodes))
         if selector is not None and nodes is None and not pool:
             shown = ", ".join(f"{k}={v}" for k, v in selector.items())
             self.checks.add(
