@@ -9,9 +9,10 @@ only the files that changed. A lost compare-and-swap race re-reads everything an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +25,10 @@ from agent import gitremote
 from agent.contract import sign_document, to_file_json
 from agent.crypto import SigningKey
 from agent.errors import ContractError
+from agent.errors import PlumbError as AgentError
+from agent.errors import TemporaryError as AgentTemporaryError
 from reconciler.desired import Desired, Endpoint
-from reconciler.errors import PushRejected, RewindRefused, TemporaryError, UsageError
+from reconciler.errors import PermanentError, PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
 from reconciler.planner import NodePlan, PlanCache, PlanSettings, parse_time, plan_fleet
 from reconciler.reports import ReportCache, read_reports, report_tips
@@ -97,16 +100,29 @@ class RemoteLocation:
 
     def refresh(self) -> None:
         """Fetch every branch; nothing is pruned, so a failed or partial fetch loses nothing."""
-        self.remote.fetch(self.repo, ["+refs/heads/*:refs/heads/*"])
+        with _translated():
+            self.remote.fetch(self.repo, ["+refs/heads/*:refs/heads/*"])
 
     def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
+        """Push `new` without force: the remote accepts it only as a fast-forward of what it has."""
         pending = "refs/plumb/pending-state"
         self.repo.references.create(pending, pygit2.Oid(hex=new), force=True)
-        try:
+        with _translated():
             self.remote.push(self.repo, [f"{pending}:{ref}"])
-        except gitremote.PushRejected as exc:
-            raise PushRejected(str(exc)) from exc
         self.repo.references.create(ref, pygit2.Oid(hex=new), force=True)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The transport's (agent) errors as the reconciler's own, keeping whether a retry can help."""
+    try:
+        yield
+    except gitremote.PushRejected as exc:
+        raise PushRejected(str(exc)) from exc
+    except AgentTemporaryError as exc:
+        raise TemporaryError(str(exc)) from exc
+    except AgentError as exc:
+        raise PermanentError(str(exc)) from exc
 
 
 def open_location(
@@ -117,13 +133,11 @@ def open_location(
     known_hosts: Path | None = None,
 ) -> Location:
     """A plain path or file:// URL is worked on in place; anything else is mirrored under `cache_dir`."""
-    path = url_or_path.removeprefix("file://") if url_or_path.startswith("file://") else url_or_path
+    path = url_or_path.removeprefix("file://")
     if "://" not in path and Path(path).exists():
         return LocalLocation(Path(path))
-    if "://" not in url_or_path and not gitremote.parse_url(url_or_path).scheme == "ssh":
+    if "://" not in url_or_path and gitremote.parse_url(url_or_path).scheme != "ssh":
         raise UsageError(f"{url_or_path}: no such repository")
-    import hashlib
-
     base = cache_dir or Path.home() / ".cache" / "plumb" / "mirrors"
     mirror = base / hashlib.sha256(url_or_path.encode()).hexdigest()[:16]
     return RemoteLocation(url_or_path, mirror=mirror, ssh_key=ssh_key, known_hosts=known_hosts)
