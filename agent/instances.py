@@ -36,9 +36,9 @@ class InstanceObserver:
         spec = resource.spec
         unit = spec.get("unit")
         status = _status(host, unit)
-        listening = listening_ports(status.pid) if status.pid else set()
         ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
         probes = self._probes(spec, ports, status, now)
+        listening = listening_ports(status.pid) if status.pid else set()
         if probes.get("liveness", {}).get("ok") is False and unit and status.active:
             self._restart(host, unit)
         ready, since = self._readiness(spec, status, probes)

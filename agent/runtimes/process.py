@@ -27,6 +27,7 @@ from agent.unitfile import ExecConfig, exec_config
 
 UNIT_DIR = "/etc/systemd/system"
 STOP_TIMEOUT = 10.0
+START_TIMEOUT = 10.0
 _STATES = {"running": UnitState.RUNNING, "starting": UnitState.STARTING, "failed": UnitState.FAILED}
 
 
@@ -119,6 +120,15 @@ class ProcessRuntime:
             raise TemporaryError(
                 f"{unit}: supervisor did not start: {result.stderr.decode(errors='replace')}"
             )
+        self._await_status(unit)
+
+    def _await_status(self, unit: str) -> None:
+        """Wait until the supervisor has spawned the service (its first status), so status() means something."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while self._read(unit, "status.json") is None and time.monotonic() < deadline:
+            if self.supervisor_pid(unit) is None:
+                return
+            time.sleep(0.005)
 
     def stop(self, unit: str) -> None:
         pid = self.supervisor_pid(unit)
