@@ -123,7 +123,7 @@ class ProcessRuntime:
         self._await_status(unit)
 
     def _await_status(self, unit: str) -> None:
-        """Wait until the supervisor has spawned the service (its first status), so status() means something."""
+        """Wait until the supervisor has spawned the service (first status), so status() means something."""
         deadline = time.monotonic() + START_TIMEOUT
         while self._read(unit, "status.json") is None and time.monotonic() < deadline:
             if self.supervisor_pid(unit) is None:
