@@ -9,6 +9,7 @@ strings never read `node` is rendered once and shared by every node it lands on.
 from __future__ import annotations
 
 import copy
+import itertools
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from reconciler.model import Model, Node, Release, Service, Trait, seconds
 from reconciler.render import Calls, Lookups, functions, reads_node, render_value
 from reconciler.schemas import definition_validator, dotted, is_valid
 
+_SERIALS = itertools.count(1)
 RESOURCE_KINDS = ("file", "directory", "unit", "nginx", "artifact", "certificate")
 KIND_RANK = {"directory": 0, "file": 1, "certificate": 2, "artifact": 3, "unit": 4, "nginx": 5, "service": 6}
 UNIT_DIR = "/etc/systemd/system"
@@ -53,6 +55,7 @@ class GroupRender:
     ports: tuple[Mapping[str, Any], ...]
     findings: tuple[Finding, ...]
     calls: Calls
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # identity that outlives id()
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ class CompileCache:
         self.parsed: dict[str, ParsedFile] = {}
         self.schema: dict[str, list[Finding]] = {}
         self.renders: dict[tuple[Any, ...], GroupRender] = {}
+        self.checks: dict[Any, Any] = {}  # service checks, see validate.build_model
+        self.layouts: dict[str, tuple[Any, tuple[RenderedResource, ...], tuple[Finding, ...]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -141,7 +143,7 @@ def compile_desired(
             elif doc.kind and doc.name:
                 invalid.setdefault(doc.kind, set()).add(doc.name)
     unreadable = any(f.code in UNREADABLE for f in findings)
-    model, semantic = build_model(valid, invalid, unreadable=unreadable)
+    model, semantic = build_model(valid, invalid, unreadable=unreadable, memo=cache.checks)
     findings.extend(semantic)
     lookups = Lookups(endpoints or {}, {s.name: s.data for s in model.secrets.values()}, _certificates(model))
     nodes, rendered = _Assembly(model, lookups, cache).run()
@@ -182,20 +184,38 @@ class _Assembly:
         self.ports: dict[str, list[tuple[Mapping[str, Any], Piece]]] = {name: [] for name in model.nodes}
         self.findings: list[Finding] = []
         self.service_order = {service: index for index, service in enumerate(model.order)}
+        self.renders_on: dict[str, list[int]] = {name: [] for name in model.nodes}
+        self.shared_key = (
+            tuple(sorted(model.certificates)),
+            tuple(sorted((s.name, s.doc.origin) for s in model.secrets.values())),
+        )
+        self.layout_key = (model.repository.allowed_paths, model.repository.trusted)
 
     def run(self) -> tuple[dict[str, tuple[RenderedResource, ...]], list[Finding]]:
-        for position, name in enumerate(self.model.order):
+        for name in self.model.order:
             service = self.model.services[name]
-            self._group(Group(name, None), self.model.placement.get(name, ()), position)
+            self._group(Group(name, None), self.model.placement.get(name, ()))
             for use in service.traits:
                 trait = self.model.traits[use.type]
                 if trait.placement is not None:
                     nodes = self.model.node_index.place(f"{name}/{use.type}", trait.placement)
-                    self._group(Group(name, use.index), nodes, position)
-        laid_out = {name: self._node(name) for name in sorted(self.model.nodes)}
+                    self._group(Group(name, use.index), nodes)
+        laid_out = {name: self._layout(name) for name in sorted(self.model.nodes)}
         return laid_out, self.findings
 
-    def _group(self, group: Group, nodes: Sequence[str], position: int) -> None:
+    def _layout(self, name: str) -> tuple[RenderedResource, ...]:
+        """One node's resources, reused from the last compile when the same renders land on it."""
+        key = (tuple(self.renders_on[name]), self.layout_key)
+        cached = self.cache.layouts.get(name)
+        if cached is not None and cached[0] == key:
+            self.findings.extend(cached[2])
+            return cached[1]
+        before = len(self.findings)
+        resources = self._node(name)
+        self.cache.layouts[name] = (key, resources, tuple(self.findings[before:]))
+        return resources
+
+    def _group(self, group: Group, nodes: Sequence[str]) -> None:
         if not nodes:
             return
         per_node = group_reads_node(self.model, group)
@@ -206,6 +226,7 @@ class _Assembly:
                 key, self.lookups, partial(render_group, self.model, group, node, self.lookups)
             )
             self.findings.extend(done.findings)
+            self.renders_on[node_name].append(done.serial)
             for piece in done.pieces:
                 self.per_node[node_name].append(piece)
             if group.trait_index is None:
@@ -226,8 +247,7 @@ class _Assembly:
             traits,
             release.doc.origin if release else None,
             node.doc.origin if node else None,
-            tuple(sorted(self.model.certificates)),
-            tuple(sorted((s.name, s.doc.origin) for s in self.model.secrets.values())),
+            self.shared_key,
         )
 
     def _node(self, name: str) -> tuple[RenderedResource, ...]:

@@ -59,6 +59,7 @@ def _pool_hashes(pool: tuple[str, ...]) -> list[int]:
     return [_name_hash(node) for node in pool]
 
 
+@lru_cache(maxsize=1 << 15)
 def choose(service: str, pool: tuple[str, ...], replicas: int | None) -> tuple[str, ...]:
     """Pick `replicas` of `pool` by rendezvous hashing (all of it when replicas is None)."""
     if replicas is None or replicas >= len(pool):

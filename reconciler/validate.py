@@ -72,7 +72,11 @@ class _Checks:
 
 
 def build_model(
-    valid: Sequence[Document], invalid_names: Mapping[str, set[str]], *, unreadable: bool = False
+    valid: Sequence[Document],
+    invalid_names: Mapping[str, set[str]],
+    *,
+    unreadable: bool = False,
+    memo: dict[Any, Any] | None = None,
 ) -> tuple[Model, list[Finding]]:
     """Build the model from schema-valid documents and run every reference check on it.
 
@@ -81,6 +85,9 @@ def build_model(
     `unreadable`, some file could not be parsed at all, so no name can be called unknown.
     Services whose own findings make their rendering meaningless (bad parameters, conflicting
     traits) are left out of the model's rendering, so one mistake gives one finding.
+
+    `memo` (kept by the caller between calls) remembers each service's checks by the identity of
+    everything they read, so an unchanged service is not checked again.
     """
     checks = _Checks()
     repository, by_kind = _collect(valid, checks)
@@ -97,7 +104,7 @@ def build_model(
     model = replace(model, node_index=placement.NodeIndex(model.nodes))
     if invalid_names.get("Repository") or unreadable:
         model = replace(model, repository=replace(model.repository, trusted=False))
-    references = _References(model, checks, invalid_names, unreadable)
+    references = _References(model, checks, invalid_names, unreadable, memo)
     references.run()
     services = {
         name: s for name, s in model.services.items() if _usable(model, s) and name not in references.broken
@@ -161,9 +168,15 @@ class _References:
     """Every check that needs more than one document."""
 
     def __init__(
-        self, model: Model, checks: _Checks, invalid: Mapping[str, set[str]], unreadable: bool
+        self,
+        model: Model,
+        checks: _Checks,
+        invalid: Mapping[str, set[str]],
+        unreadable: bool,
+        memo: dict[Any, Any] | None,
     ) -> None:
         self.model, self.checks, self.invalid, self.unreadable = model, checks, invalid, unreadable
+        self.memo = memo
         self.broken: set[str] = set()  # services not worth rendering: their findings say why
         self.bad_schemas: set[str] = set()  # "Template/x", "Trait/y": their parameters cannot be checked
 
@@ -176,13 +189,44 @@ class _References:
                 self._placement(
                     trait.doc, ("spec", "placement"), trait.placement.nodes, trait.placement.selector
                 )
+        world = self._world()
+        used: dict[Any, Any] = {}
         for service in self.model.services.values():
-            self._service(service)
+            key = (service.doc.origin, world)
+            hit = self.memo.get(key) if self.memo is not None else None
+            if hit is None:
+                before = len(self.checks.findings)
+                self._service(service)
+                hit = (tuple(self.checks.findings[before:]), service.name in self.broken)
+            else:
+                self.checks.findings.extend(hit[0])
+                if hit[1]:
+                    self.broken.add(service.name)
+            used[key] = hit
+        if self.memo is not None:
+            self.memo.clear()
+            self.memo.update(used)
         for release in self.model.releases.values():
             self._release(release)
         for certificate in self.model.certificates.values():
             self._certificate(certificate)
         self._cycles()
+
+    def _world(self) -> int:
+        """A fingerprint of everything a service's checks read besides the service itself."""
+        m = self.model
+        return hash(
+            (
+                tuple(n.doc.origin for n in m.nodes.values()),
+                tuple(t.doc.origin for t in m.templates.values()),
+                tuple(t.doc.origin for t in m.traits.values()),
+                tuple(r.doc.origin for r in m.releases.values()),
+                tuple(m.services),
+                tuple(sorted((k, tuple(sorted(v))) for k, v in self.invalid.items())),
+                self.unreadable,
+                tuple(sorted(self.bad_schemas)),
+            )
+        )
 
     def _known(self, kind: str, name: str, table: Mapping[str, Any]) -> bool:
         return (
