@@ -27,7 +27,7 @@ from reconciler.load import Document, PathKey
 from reconciler.schemas import dotted
 from reconciler.values import Endpoint
 
-_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}).)*)\}\}$", re.DOTALL)
+_EXPRESSION = re.compile(r"\A\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\Z", re.DOTALL)
 _MARKERS = ("{{", "{%", "{#")
 MAX_OUTPUT = 1024 * 1024
 MAX_ITERATIONS = 100_000  # range() steps per service render, summed: nested loops cannot multiply
@@ -104,27 +104,41 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
     """Render one string; a lone `{{ expression }}` keeps its type. Raises RenderError."""
     if not any(marker in source for marker in _MARKERS):
         return source
+    match = _EXPRESSION.match(source)
+    if match and not any(marker in match.group("expr") for marker in _MARKERS):
+        expression = match.group("expr")
+        return _plain(_translated(lambda: _evaluate(expression, context), single_line=True))
+    text: str = _translated(lambda: _compiled(source).render(**context), single_line=False)
+    if len(text) > MAX_OUTPUT:
+        raise RenderError(f"output is {len(text)} characters, more than the limit of {MAX_OUTPUT}")
+    return text
+
+
+def _evaluate(expression: str, context: Mapping[str, Any]) -> Any:
+    value = _compiled_expression(expression)(**context)
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises here with the missing name
+    return value
+
+
+def _translated(run: Callable[[], Any], *, single_line: bool) -> Any:
+    """Run a render, turning every failure into a RenderError with the line it happened on."""
+
+    def line(exc: BaseException) -> int:
+        return 1 if single_line else _error_line(exc)
+
     try:
-        match = _EXPRESSION.match(source)
-        if match and not any(marker in match.group("expr") for marker in _MARKERS):
-            value = _compiled_expression(match.group("expr"))(**context)
-            if isinstance(value, Undefined):
-                str(value)  # StrictUndefined raises here with the missing name
-            return _plain(value)
-        text: str = _compiled(source).render(**context)
+        return run()
     except RenderError as exc:
-        raise RenderError(exc.message, _error_line(exc)) from exc
+        raise RenderError(exc.message, line(exc)) from exc
     except TemplateSyntaxError as exc:
         raise RenderError(f"template syntax error: {exc.message}", exc.lineno) from exc
     except SecurityError as exc:
         raise RenderError(f"refused by the sandbox: {exc}") from exc
     except TemplateError as exc:
-        raise RenderError(exc.message or type(exc).__name__, _error_line(exc)) from exc
+        raise RenderError(exc.message or type(exc).__name__, line(exc)) from exc
     except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
-        raise RenderError(f"{type(exc).__name__}: {exc}", _error_line(exc)) from exc
-    if len(text) > MAX_OUTPUT:
-        raise RenderError(f"output is {len(text)} characters, more than the limit of {MAX_OUTPUT}")
-    return text
+        raise RenderError(f"{type(exc).__name__}: {exc}", line(exc)) from exc
 
 
 def _error_line(exc: BaseException) -> int:
