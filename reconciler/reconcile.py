@@ -22,7 +22,7 @@ import pygit2
 import structlog
 
 from agent import gitremote
-from agent.contract import sign_document, to_file_json
+from agent.contract import sign_document
 from agent.crypto import SigningKey
 from agent.errors import ContractError
 from agent.errors import PlumbError as AgentError
@@ -32,7 +32,14 @@ from reconciler.errors import PermanentError, PushRejected, RewindRefused, Tempo
 from reconciler.findings import Finding
 from reconciler.planner import NodePlan, PlanCache, PlanSettings, parse_time, plan_fleet
 from reconciler.reports import ReportCache, read_reports, report_tips
-from reconciler.statestore import StateSnapshot, StateStore, compare_and_swap, current_target, open_repository
+from reconciler.statestore import (
+    StateSnapshot,
+    StateStore,
+    compare_and_swap,
+    current_target,
+    open_repository,
+    state_json,
+)
 from reconciler.status import (
     NodeFacts,
     ReceivedReport,
@@ -176,6 +183,43 @@ class _Inputs:
 CompileFn = Callable[..., Desired]
 
 
+class _StatusMemo:
+    """Node status documents by what they depend on, so an unchanged node is not diffed again.
+
+    Only nodes that never applied a plan or are in sync are memoised: for a node that is behind,
+    the document also depends on the plan it last applied, which is cheap enough to recompute.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[tuple[Any, ...], ReceivedReport | None, JsonObject]] = {}
+
+    @staticmethod
+    def key(
+        facts: NodeFacts, state: Any, plan: NodePlan, report: ReceivedReport | None
+    ) -> tuple[Any, ...] | None:
+        applied = report.applied if report is not None else None
+        if applied is None:
+            base = "never applied"
+        elif (applied.get("serial"), applied.get("digest")) == (plan.serial, plan.digest):
+            base = "in sync"
+        else:
+            return None
+        return (facts, state, plan.serial, plan.digest, plan.commit, base)
+
+    def get(self, name: str, key: tuple[Any, ...] | None, report: ReceivedReport | None) -> JsonObject | None:
+        hit = self.entries.get(name)
+        if key is None or hit is None or hit[0] != key or hit[1] is not report:
+            return None
+        return hit[2]
+
+    def put(
+        self, name: str, key: tuple[Any, ...] | None, report: ReceivedReport | None, doc: JsonObject
+    ) -> JsonObject:
+        if key is not None:
+            self.entries[name] = (key, report, doc)
+        return doc
+
+
 @dataclass
 class Reconciler:
     """Reconciles one repository; caches make repeated passes cheap, but every pass is decided from Git."""
@@ -192,6 +236,7 @@ class Reconciler:
     _stores: dict[str, StateStore] = field(default_factory=dict)
     _memo: _Memo | None = None
     _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
+    _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo())
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
@@ -355,16 +400,26 @@ class Reconciler:
     ) -> dict[str, JsonObject | None]:
         store, snapshot = self._store(), inputs.snapshot
         docs: dict[str, JsonObject | None] = {}
+        offline_after = model.repository.offline_after
         for name, node in model.nodes.items():
             path = f"status/nodes/{name}.json"
-            docs[path] = node_status(
-                node=NodeFacts(name=name, address=node.address, cordoned=node.cordoned),
-                plan=plans[name],
-                previous_plan=previous.get(name),
-                previous_status=store.try_load(snapshot, path),
-                report=reports.get(name),
-                now=now,
-                offline_after=model.repository.offline_after,
+            facts = NodeFacts(name=name, address=node.address, cordoned=node.cordoned)
+            plan, report = plans[name], reports.get(name)
+            state = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
+            key = self._node_memo.key(facts, state, plan, report)
+            docs[path] = self._node_memo.get(name, key, report) or self._node_memo.put(
+                name,
+                key,
+                report,
+                node_status(
+                    node=facts,
+                    plan=plan,
+                    previous_plan=previous.get(name),
+                    previous_status=store.try_load(snapshot, path),
+                    report=report,
+                    now=now,
+                    offline_after=offline_after,
+                ),
             )
         for name in model.services:
             docs[f"status/services/{name}.json"] = service_status(
@@ -391,7 +446,7 @@ class Reconciler:
                 continue
             if store.try_load(snapshot, path) == document:
                 continue
-            data = to_file_json(document)
+            data = state_json(document)
             if snapshot.files.get(path) != str(pygit2.hash(data)):
                 changes[path] = data
                 store.remember(str(pygit2.hash(data)), document)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -89,6 +90,30 @@ class StateStore:
         parents = [pygit2.Oid(hex=base.tip)] if base.tip else []
         oid = self.repo.create_commit(None, signature, signature, message, tree, parents)
         return str(oid)
+
+
+_COMPACT = json.JSONEncoder(sort_keys=True, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
+
+
+def state_json(document: Mapping[str, Any]) -> bytes:
+    """A document as a file of the state branch: one member per line, one list item per line.
+
+    Diffs stay readable (a changed resource is one changed line) while the C encoder does the work;
+    indenting every level would need Python's slow pure encoder for thousands of plans.
+    """
+    lines = ["{"]
+    keys = sorted(document)
+    for index, key in enumerate(keys):
+        comma = "," if index < len(keys) - 1 else ""
+        value = document[key]
+        name = _COMPACT.encode(key)
+        if isinstance(value, list) and value:
+            items = [f"    {_COMPACT.encode(item)}" for item in value]
+            lines.append(f"  {name}: [\n" + ",\n".join(items) + f"\n  ]{comma}")
+        else:
+            lines.append(f"  {name}: {_COMPACT.encode(value)}{comma}")
+    lines.append("}\n")
+    return "\n".join(lines).encode()
 
 
 def _walk(tree: pygit2.Tree, prefix: str, out: dict[str, str]) -> None:
