@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from reconciler.render import Calls, Lookups, RenderError, functions, render_string
+from reconciler.render import ENV, NATIVE_ENV, Calls, Lookups, RenderError, functions, render_string
 from reconciler.values import Endpoint
 
 CONTEXT: dict[str, Any] = {
@@ -97,3 +99,53 @@ def test_secret_renders_a_placeholder_and_counts() -> None:
     assert calls.secret_reads == 1
     with pytest.raises(RenderError):
         render_string("{{ secret('db', 'nope') }}", context)
+
+
+_names = st.sampled_from(
+    [
+        "params.port",
+        "params.name",
+        "service.name",
+        "params.on",
+        "params.items",
+        "params.tags",
+        "params.nested.deep",
+        "params.none",
+        "missing",
+        "params.float",
+    ]
+)
+_texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8).filter(
+    lambda t: not any(m in t for m in ("{", "}", "%", "#"))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.tuples(_texts, _names), max_size=4), tail=_texts)
+def test_fast_substitution_equals_jinja(parts: list[tuple[str, str]], tail: str) -> None:
+    """The no-Jinja path for `text {{ a.b }} text` gives exactly what the sandbox gives, errors included."""
+    context = {
+        "params": {
+            "port": 8080,
+            "name": "api",
+            "on": True,
+            "items": "shadowed",
+            "tags": ["a"],
+            "nested": {"deep": 1.5},
+            "none": None,
+            "float": 0.1,
+        },
+        "service": {"name": "api"},
+    }
+    source = "".join(f"{text}{{{{ {name} }}}}" for text, name in parts) + tail
+    try:
+        expected: Any = ENV.from_string(source).render(**context)
+    except Exception:
+        with pytest.raises(RenderError):
+            render_string(source, context)
+        return
+    got = render_string(source, context)
+    if len(parts) == 1 and parts[0][0] == "" and tail == "":
+        assert str(got) == expected or got == NATIVE_ENV.compile_expression(parts[0][1])(**context)
+    else:
+        assert got == expected
