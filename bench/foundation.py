@@ -64,9 +64,8 @@ def main() -> None:
         root = Path(tmp) / "fleet"
         started = time.perf_counter()
         generate(root, nodes=NODES, services=SERVICES)
-        print(
-            f"foundation: generated {NODES} nodes, {SERVICES} services in {time.perf_counter() - started:.1f} s"
-        )
+        took = time.perf_counter() - started
+        print(f"foundation: generated {NODES} nodes, {SERVICES} services in {took:.1f} s")
         validate = _best(_VALIDATE, root)
         assert validate["errors"] == 0, "the generated fleet must be valid"
         print(
