@@ -88,9 +88,10 @@ def release_context(release: Release | None) -> dict[str, Any] | None:
     return {"name": release.name, "version": release.version, "artifact": dict(release.artifact)}
 
 
-def base_context(model: Model, service: Service, node: Node | None) -> dict[str, Any]:
+def base_context(
+    model: Model, service: Service, node: Node | None, release: Release | None
+) -> dict[str, Any]:
     template = model.templates[service.template]
-    release = model.versions.get(service.name)
     params = apply_defaults(template.parameters, service.params)
     context: dict[str, Any] = {
         "service": {
@@ -119,12 +120,22 @@ def group_reads_node(model: Model, group: Group) -> bool:
     return reads_node(parts) or any(reads_node(trait.resources) for trait in own_traits)
 
 
-def render_group(model: Model, group: Group, node: Node | None, lookups: Lookups) -> GroupRender:
+@dataclass(frozen=True)
+class Variant:
+    """What may differ for one service between nodes besides the node itself."""
+
+    release: Release | None  # the release this node runs (a rollout may hold some on the old one)
+    waiting_for: tuple[str, ...] = ()  # dependencies with no healthy endpoint anywhere yet
+
+
+def render_group(
+    model: Model, group: Group, node: Node | None, lookups: Lookups, variant: Variant
+) -> GroupRender:
     """Render one group; with `node` None the group must not read `node` (see group_reads_node)."""
     service = model.services[group.service]
     calls = Calls()
-    context = base_context(model, service, node) | functions(lookups, calls)
-    builder = _GroupBuilder(model, service, context, calls)
+    context = base_context(model, service, node, variant.release) | functions(lookups, calls)
+    builder = _GroupBuilder(model, service, context, calls, variant)
     if group.trait_index is not None:
         builder.trait(service.traits[group.trait_index].index)
     else:
@@ -139,9 +150,11 @@ def render_group(model: Model, group: Group, node: Node | None, lookups: Lookups
 class _GroupBuilder:
     """Accumulates the pieces, ports and findings of one group render."""
 
-    def __init__(self, model: Model, service: Service, context: dict[str, Any], calls: Calls) -> None:
+    def __init__(
+        self, model: Model, service: Service, context: dict[str, Any], calls: Calls, variant: Variant
+    ) -> None:
         self.model, self.service, self.context, self.calls = model, service, context, calls
-        self.release = model.versions.get(service.name)
+        self.release, self.waiting_for = variant.release, variant.waiting_for
         self.pieces: list[Piece] = []
         self.ports: list[Mapping[str, Any]] = []
         self.findings: list[Finding] = []
@@ -227,6 +240,8 @@ class _GroupBuilder:
         }
         if units:
             spec["unit"] = units[0]
+        if self.waiting_for:
+            spec["waitingFor"] = list(self.waiting_for)
         version = self.context["service"]["version"]
         if version is not None:
             spec["version"] = str(version)

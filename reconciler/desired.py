@@ -18,6 +18,7 @@ from reconciler.compose import (
     Group,
     GroupRender,
     Piece,
+    Variant,
     certificate_paths,
     group_reads_node,
     path_problem,
@@ -124,8 +125,16 @@ def compile_desired(
     *,
     endpoints: Mapping[str, Sequence[Endpoint]] | None = None,
     cache: CompileCache | None = None,
+    pins: Mapping[str, Mapping[str, str]] | None = None,
+    waiting: Mapping[str, Sequence[str]] | None = None,
 ) -> Desired:
-    """Parse, validate and render a desired state; never raises on bad input."""
+    """Parse, validate and render a desired state; never raises on bad input.
+
+    `endpoints` are the instances nodes reported, by service (for `endpoints()` in templates).
+    `pins` holds a rollout's per-node versions, `{service: {node: version}}`: a listed node
+    renders with that Release instead of the resolved one. `waiting` lists, per service, the
+    dependencies with no healthy endpoint anywhere; its plan entry says so and the agent waits.
+    """
     cache = cache or CompileCache()
     files = _selected(files, cache)
     live = {f"{f.path}\0{f.blob_id or git_blob_id(f.data)}" for f in files}
@@ -146,7 +155,7 @@ def compile_desired(
     model, semantic = build_model(valid, invalid, unreadable=unreadable, memo=cache.checks)
     findings.extend(semantic)
     lookups = Lookups(endpoints or {}, {s.name: s.data for s in model.secrets.values()}, _certificates(model))
-    nodes, rendered = _Assembly(model, lookups, cache).run()
+    nodes, rendered = _Assembly(model, lookups, cache, pins or {}, waiting or {}).run()
     findings.extend(rendered)
     cache.prune(live)
     return Desired(tuple(sorted(set(findings))), model, nodes)
@@ -178,8 +187,16 @@ def _certificates(model: Model) -> dict[str, dict[str, str]]:
 class _Assembly:
     """Render every group of every service and lay the pieces out per node, in apply order."""
 
-    def __init__(self, model: Model, lookups: Lookups, cache: CompileCache) -> None:
-        self.model, self.lookups, self.cache = model, lookups, cache
+    def __init__(
+        self,
+        model: Model,
+        lookups: Lookups,
+        cache: CompileCache,
+        pins: Mapping[str, Mapping[str, str]],
+        waiting: Mapping[str, Sequence[str]],
+    ) -> None:
+        self.model, self.lookups, self.cache, self.pins, self.waiting = model, lookups, cache, pins, waiting
+        self.releases = {(r.service, r.version): r for r in model.releases.values()}
         self.per_node: dict[str, list[Piece]] = {name: [] for name in model.nodes}
         self.ports: dict[str, list[tuple[Mapping[str, Any], Piece]]] = {name: [] for name in model.nodes}
         self.findings: list[Finding] = []
@@ -221,9 +238,10 @@ class _Assembly:
         per_node = group_reads_node(self.model, group)
         for node_name in nodes:
             node = self.model.nodes[node_name] if per_node else None
-            key = self._key(group, node)
+            variant = self._variant(group, node_name)
+            key = self._key(group, node, variant)
             done = self.cache.render(
-                key, self.lookups, partial(render_group, self.model, group, node, self.lookups)
+                key, self.lookups, partial(render_group, self.model, group, node, self.lookups, variant)
             )
             self.findings.extend(done.findings)
             self.renders_on[node_name].append(done.serial)
@@ -235,17 +253,26 @@ class _Assembly:
                     if service_piece is not None:
                         self.ports[node_name].append((port, service_piece))
 
-    def _key(self, group: Group, node: Node | None) -> tuple[Any, ...]:
+    def _variant(self, group: Group, node: str) -> Variant:
+        service = group.service
+        pinned = self.pins.get(service, {}).get(node)
+        release = self.releases.get((service, pinned)) if pinned else None
+        release = release or self.model.versions.get(service)
+        waiting = tuple(self.waiting.get(service, ())) if group.trait_index is None else ()
+        return Variant(release, waiting)
+
+    def _key(self, group: Group, node: Node | None, variant: Variant) -> tuple[Any, ...]:
         service = self.model.services[group.service]
         template = self.model.templates[service.template]
         traits = tuple(self.model.traits[u.type].doc.origin for u in service.traits)
-        release = self.model.versions.get(service.name)
+        release = variant.release
         return (
             group,
             service.doc.origin,
             template.doc.origin,
             traits,
             release.doc.origin if release else None,
+            variant.waiting_for,
             node.doc.origin if node else None,
             self.shared_key,
         )
