@@ -119,15 +119,17 @@ class Agent:
             return ProcessRuntime(confinement=confinement, state_dir=self.options.state_dir)
         return SystemdRuntime(unit_dir=self.options.root / "etc/systemd/system")
 
-    def _verify(self, document: JsonObject, *, check_expiry: bool = True) -> Plan:
+    def _verify(self, document: JsonObject, *, check_expiry: bool = True, known: bool = False) -> Plan:
         applied = self.state.load("applied") or {}
         now = self.clock() if check_expiry else datetime.min.replace(tzinfo=UTC)
+        known = known or document == self.state.load("plan")
         plan = verify_plan(
             document,
             key=self.options.reconciler_key,
             node=self.options.node,
             last_serial=applied.get("serial"),
             now=now,
+            shape_checked=known,
         )
         _check_paths(plan, self.options.root)
         return plan
@@ -138,7 +140,7 @@ class Agent:
         if document is None:
             return None
         try:
-            return self._verify(document, check_expiry=False)
+            return self._verify(document, check_expiry=False, known=True)
         except PlumbError:
             return None
 
