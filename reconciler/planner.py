@@ -8,12 +8,14 @@ of `planExpiry` is left. Nothing here signs, reads Git or looks at the clock: `n
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.contract import API_VERSION, PLAN_KIND, resource_digest, resources_digest
+from agent.contract import API_VERSION, PLAN_KIND, resources_digest
 from agent.errors import ContractError
 from reconciler.desired import RenderedResource
 
@@ -97,12 +99,52 @@ class NodePlan:
         )
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def encode_entry(resource: RenderedResource) -> tuple[JsonObject, str]:
+    """A resource's plan entry with its digest, and the entry's canonical JSON, encoding the spec once.
+
+    The result is byte for byte `agent.contract.canonical_json(entry)`, and the digest is
+    `agent.contract.resource_digest(kind, spec)`; both are spliced from one encoding of the spec.
+    """
+    entry: JsonObject = resource.plan_entry()
+    spec = _CANONICAL(entry["spec"])
+    kind = _CANONICAL(entry["kind"])
+    digest = "sha256:" + hashlib.sha256(('{"kind":' + kind + ',"spec":' + spec + "}").encode()).hexdigest()
+    entry["digest"] = digest
+    members = [_CANONICAL(k) + ":" + (spec if k == "spec" else _CANONICAL(entry[k])) for k in sorted(entry)]
+    return entry, "{" + ",".join(members) + "}"
+
+
+def plan_entry(resource: RenderedResource) -> JsonObject:
+    """A resource as it appears in a plan: its plan entry plus the digest of its kind and spec."""
+    return encode_entry(resource)[0]
+
+
 @dataclass
 class PlanCache:
-    """Plan entries of rendered resources, kept by identity so unchanged resources are not hashed again."""
+    """Plan entries of rendered resources, kept by identity so unchanged resources are not encoded again."""
 
-    entries: dict[int, tuple[RenderedResource, JsonObject]] = field(default_factory=dict)
+    entries: dict[int, tuple[RenderedResource, JsonObject, str]] = field(default_factory=dict)
+    texts: dict[int, str] = field(default_factory=dict)
     digests: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+    def entry(self, resource: RenderedResource) -> JsonObject:
+        hit = self.entries.get(id(resource))
+        if hit is not None and hit[0] is resource:
+            return hit[1]
+        entry, text = encode_entry(resource)
+        self.entries[id(resource)] = (resource, entry, text)
+        self.texts[id(entry)] = text
+        return entry
+
+    def text(self, entry: Mapping[str, Any]) -> str:
+        """The canonical JSON of an entry, from the cache when this process encoded it."""
+        cached = self.texts.get(id(entry))
+        return cached if cached is not None else _CANONICAL(entry)
 
     def digest(self, node: str, entries: Sequence[JsonObject]) -> str:
         """The digest over a node's entries, recomputed only when one of them is a new object."""
@@ -110,34 +152,32 @@ class PlanCache:
         hit = self.digests.get(node)
         if hit is not None and hit[0] == key:
             return hit[1]
-        digest = resources_digest(entries)
+        joined = "[" + ",".join(self.text(e) for e in entries) + "]"
+        digest = "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
         self.digests[node] = (key, digest)
         return digest
-
-    def entry(self, resource: RenderedResource) -> JsonObject:
-        hit = self.entries.get(id(resource))
-        if hit is not None and hit[0] is resource:
-            return hit[1]
-        entry = plan_entry(resource)
-        self.entries[id(resource)] = (resource, entry)
-        return entry
 
     def keep_only(self, live: Sequence[Sequence[RenderedResource]]) -> None:
         """Forget resources no node uses any more."""
         alive = {id(r) for resources in live for r in resources}
         for key in [k for k in self.entries if k not in alive]:
+            del self.texts[id(self.entries[key][1])]
             del self.entries[key]
         # digests are keyed by entry identity, which is only stable while the entries are kept
-        live_entries = {id(entry) for _, entry in self.entries.values()}
-        for node in [n for n, (key, _) in self.digests.items() if not live_entries.issuperset(key)]:
+        for node in [n for n, (key, _) in self.digests.items() if not self.texts.keys() >= set(key)]:
             del self.digests[node]
 
 
-def plan_entry(resource: RenderedResource) -> JsonObject:
-    """A resource as it appears in a plan: its plan entry plus the digest of its kind and spec."""
-    entry: JsonObject = resource.plan_entry()
-    entry["digest"] = resource_digest(resource.kind, entry["spec"])
-    return entry
+def plan_payload(plan: NodePlan, cache: PlanCache) -> tuple[bytes, list[str]]:
+    """What the signature covers (`agent.contract.signed_payload` of the plan), and each entry's JSON."""
+    texts = [cache.text(entry) for entry in plan.resources]
+    head = plan.document()
+    head["resources"] = []
+    marker = '"resources":[]'
+    encoded = _CANONICAL(head)
+    if encoded.count(marker) != 1:
+        raise ContractError("plan header cannot be encoded unambiguously")
+    return encoded.replace(marker, '"resources":[' + ",".join(texts) + "]").encode(), texts
 
 
 @dataclass(frozen=True)

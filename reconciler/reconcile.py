@@ -22,7 +22,6 @@ import pygit2
 import structlog
 
 from agent import gitremote
-from agent.contract import sign_document
 from agent.crypto import SigningKey
 from agent.errors import ContractError
 from agent.errors import PlumbError as AgentError
@@ -30,7 +29,7 @@ from agent.errors import TemporaryError as AgentTemporaryError
 from reconciler.desired import Desired, Endpoint
 from reconciler.errors import PermanentError, PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
-from reconciler.planner import NodePlan, PlanCache, PlanSettings, parse_time, plan_fleet
+from reconciler.planner import NodePlan, PlanCache, PlanSettings, parse_time, plan_fleet, plan_payload
 from reconciler.reports import ReportCache, read_reports, report_tips
 from reconciler.statestore import (
     StateSnapshot,
@@ -358,14 +357,12 @@ class Reconciler:
         resign = {
             n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)
         }
-        docs: dict[str, JsonObject | None] = {
-            f"plans/{n}.json": sign_document(fleet.plans[n].document(), self.key)
-            for n in fleet.changed | resign
-        }
-        docs.update({f"plans/{n}.json": None for n in fleet.removed})
+        plan_files = {f"plans/{n}.json": self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
+        docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
         reports = self._reports(model, inputs)
         docs.update(self._status_docs(inputs, model, fleet.plans, previous, reports, now))
         changes = self._diff_docs(inputs.snapshot, docs)
+        changes.update(plan_files)
         changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
         written = None
         if changes:
@@ -373,6 +370,16 @@ class Reconciler:
             log.info("state written", commit=written, desired=inputs.desired, nodes=len(changed_nodes))
         self._remember(inputs, written, until=_next_deadline(model, fleet.plans, reports, now))
         return PassResult(desired=inputs.desired, written=written, changed_nodes=changed_nodes)
+
+    def _signed_file(self, plan: NodePlan) -> bytes:
+        """The plan signed and laid out as a file; its document is cached for the next pass."""
+        payload, texts = plan_payload(plan, self.plan_cache)
+        document = plan.document()
+        document["signature"] = {"key": self.key.public_b64(), "ed25519": self.key.sign_b64(payload)}
+        data = state_json(document, encoded={"resources": texts})
+        self._store().remember(str(pygit2.hash(data)), document)
+        _remember_plan(document, plan)
+        return data
 
     def _signed_by_us(self, inputs: _Inputs, node: str) -> bool:
         document = self._store().try_load(inputs.snapshot, f"plans/{node}.json")
@@ -467,6 +474,11 @@ class Reconciler:
 
 
 _PLAN_CACHE: dict[int, tuple[Mapping[str, Any], NodePlan]] = {}
+
+
+def _remember_plan(document: Mapping[str, Any], plan: NodePlan) -> None:
+    """The plan a document was written from, so the next pass gets back this very NodePlan."""
+    _PLAN_CACHE[id(document)] = (document, plan)
 
 
 def _cached_plan(document: Mapping[str, Any]) -> NodePlan:

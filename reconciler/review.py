@@ -47,7 +47,7 @@ class Action:
         return f"{self.kind.value} {self.target}: {self.reason}"
 
 
-_RESOURCE_ACTIONS = (ActionKind.CREATE, ActionKind.UPDATE, ActionKind.DELETE)
+_ORDER = {kind: index for index, kind in enumerate(ActionKind)}
 
 
 def diff_entries(old: Sequence[Entry], new: Sequence[Entry]) -> tuple[Action, ...]:
@@ -79,11 +79,12 @@ def _changed_fields(old: Entry, new: Entry) -> str:
 def _handlers(before: Mapping[str, Entry], after: Mapping[str, Entry]) -> tuple[Action, ...]:
     touched = {i for i in set(before) | set(after) if _digest(before.get(i)) != _digest(after.get(i))}
     actions: set[Action] = set()
+    dependants = _Dependants.index(after) if touched else _Dependants({}, {})
     for ident in sorted(touched):
-        actions.update(_handler_actions(ident, before.get(ident), after.get(ident), after))
+        actions.update(_handler_actions(ident, before.get(ident), after.get(ident), dependants))
     started = {a.target for a in actions if a.kind is ActionKind.START}
     actions = {a for a in actions if not (a.kind is ActionKind.RESTART and a.target in started)}
-    return tuple(sorted(actions, key=lambda a: (list(ActionKind).index(a.kind), a.target)))
+    return tuple(sorted(actions, key=lambda a: (_ORDER[a.kind], a.target)))
 
 
 def _digest(entry: Entry | None) -> str | None:
@@ -91,7 +92,7 @@ def _digest(entry: Entry | None) -> str | None:
 
 
 def _handler_actions(
-    ident: str, old: Entry | None, new: Entry | None, after: Mapping[str, Entry]
+    ident: str, old: Entry | None, new: Entry | None, dependants: _Dependants
 ) -> list[Action]:
     entry = new if new is not None else old
     assert entry is not None
@@ -103,7 +104,7 @@ def _handler_actions(
     if kind == "service":
         return _service_actions(old, new)
     if kind in ("file", "artifact", "certificate") and new is not None:
-        return _restart_dependants(ident, new, after)
+        return _restart_dependants(ident, new, dependants)
     return []
 
 
@@ -131,27 +132,33 @@ def _service_actions(old: Entry | None, new: Entry | None) -> list[Action]:
     return []
 
 
-def _restart_dependants(ident: str, new: Entry, after: Mapping[str, Entry]) -> list[Action]:
+@dataclass(frozen=True)
+class _Dependants:
+    """Which units restart when a file changes (restartOn), and which units run each service."""
+
+    on_path: Mapping[str, tuple[str, ...]]
+    of_service: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def index(cls, after: Mapping[str, Entry]) -> _Dependants:
+        on_path: dict[str, list[str]] = {}
+        of_service: dict[str, list[str]] = {}
+        for entry in after.values():
+            spec = entry.get("spec", {})
+            if entry.get("kind") == "unit" and spec.get("state") != "stopped":
+                for path in spec.get("restartOn", ()):
+                    on_path.setdefault(path, []).append(str(spec["name"]))
+            if entry.get("kind") == "service" and spec.get("unit") and spec.get("state") == "running":
+                of_service.setdefault(str(entry.get("service")), []).append(str(spec["unit"]))
+        return cls({k: tuple(v) for k, v in on_path.items()}, {k: tuple(v) for k, v in of_service.items()})
+
+
+def _restart_dependants(ident: str, new: Entry, dependants: _Dependants) -> list[Action]:
     """Units that name the changed file in restartOn, or run the service whose artifact changed."""
-    path = new["spec"].get("path")
-    actions = []
-    for entry in after.values():
-        spec = entry.get("spec", {})
-        if (
-            entry.get("kind") == "unit"
-            and path in spec.get("restartOn", ())
-            and spec.get("state") != "stopped"
-        ):
-            actions.append(Action(ActionKind.RESTART, str(spec["name"]), f"{ident} changed"))
-        if (
-            new.get("kind") == "artifact"
-            and entry.get("kind") == "service"
-            and entry.get("service") == new.get("service")
-        ):
-            unit = spec.get("unit")
-            if unit and spec.get("state") == "running":
-                actions.append(Action(ActionKind.RESTART, str(unit), f"{ident} changed"))
-    return actions
+    units = list(dependants.on_path.get(new["spec"].get("path"), ()))
+    if new.get("kind") == "artifact":
+        units += dependants.of_service.get(str(new.get("service")), ())
+    return [Action(ActionKind.RESTART, unit, f"{ident} changed") for unit in units]
 
 
 def rendered_text(entry: Entry | None, *, secret: bool = False) -> list[str]:

@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,12 +95,14 @@ class StateStore:
 _COMPACT = json.JSONEncoder(sort_keys=True, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
 
 
-def state_json(document: Mapping[str, Any]) -> bytes:
+def state_json(document: Mapping[str, Any], *, encoded: Mapping[str, Sequence[str]] | None = None) -> bytes:
     """A document as a file of the state branch: one member per line, one list item per line.
 
     Diffs stay readable (a changed resource is one changed line) while the C encoder does the work;
-    indenting every level would need Python's slow pure encoder for thousands of plans.
+    indenting every level would need Python's slow pure encoder for thousands of plans. `encoded`
+    gives list members whose items are already JSON text (a plan's canonical resource entries).
     """
+    encoded = encoded or {}
     lines = ["{"]
     keys = sorted(document)
     for index, key in enumerate(keys):
@@ -108,8 +110,8 @@ def state_json(document: Mapping[str, Any]) -> bytes:
         value = document[key]
         name = _COMPACT.encode(key)
         if isinstance(value, list) and value:
-            items = [f"    {_COMPACT.encode(item)}" for item in value]
-            lines.append(f"  {name}: [\n" + ",\n".join(items) + f"\n  ]{comma}")
+            items = encoded.get(key) or [_COMPACT.encode(item) for item in value]
+            lines.append(f"  {name}: [\n    " + ",\n    ".join(items) + f"\n  ]{comma}")
         else:
             lines.append(f"  {name}: {_COMPACT.encode(value)}{comma}")
     lines.append("}\n")

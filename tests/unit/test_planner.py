@@ -6,16 +6,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.contract import resource_digest, resources_digest
+from agent.contract import canonical_json, resource_digest, resources_digest, signed_payload
 from reconciler.desired import RenderedResource
 from reconciler.planner import (
     NodePlan,
     PlanCache,
     PlanSettings,
+    encode_entry,
     format_time,
     plan_entry,
     plan_fleet,
     plan_node,
+    plan_payload,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -218,3 +220,36 @@ def test_plan_fleet_is_deterministic_with_or_without_cache() -> None:
     assert {n: p.document() for n, p in cached.plans.items()} == {
         n: p.document() for n, p in fresh.plans.items()
     }
+
+
+# name, resource (spec with unicode, nesting, numbers and lists)
+ENCODINGS = [
+    ("plain file", res("a")),
+    ("unicode and newlines", res("ü", "line one\nligne deux — ✓\n")),
+    (
+        "nested spec",
+        RenderedResource(
+            "unit:api.service",
+            "unit",
+            "api",
+            {"name": "api.service", "restartOn": ["/etc/b", "/etc/a"], "x": {"z": 1.5, "a": None}},
+            ("file:/etc/a",),
+            "t:1",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "resource"), ENCODINGS, ids=[e[0] for e in ENCODINGS])
+def test_spliced_encoding_matches_the_contract(name: str, resource: RenderedResource) -> None:
+    """Entry JSON, resource digest, plan digest and signed payload equal agent.contract's own."""
+    entry, text = encode_entry(resource)
+    assert text == canonical_json(entry).decode()
+    assert entry["digest"] == resource_digest(resource.kind, resource.spec)
+    cache = PlanCache()
+    fleet = plan_fleet(
+        nodes={"n1": (resource, res("b"))}, previous={}, settings=SETTINGS, commit=C1, now=T0, cache=cache
+    )
+    plan = fleet.plans["n1"]
+    assert plan.digest == resources_digest([dict(e) for e in plan.resources])
+    assert plan_payload(plan, cache)[0] == signed_payload(plan.document())
