@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module has `main(argv) -> None` and prints its own lines.
-SECTIONS = ["bench.foundation"]
+SECTIONS = ["bench.foundation", "bench.reconcile"]
 
 
 def main() -> None:
