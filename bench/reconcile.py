@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 import time
 from pathlib import Path
 
 import pygit2
+import structlog
 
 from agent.crypto import SigningKey
 from bench.generate import generate
@@ -53,6 +55,7 @@ def timed(reconciler: Reconciler) -> tuple[float, PassResult]:
 
 
 def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="plumb-bench-") as tmp:
         root, git = Path(tmp) / "fleet", Path(tmp) / "fleet.git"
         generate(root, nodes=NODES, services=SERVICES, seed=0)
@@ -67,7 +70,9 @@ def main() -> None:
         commit_directory(repo, root, "one service changed")
         seconds, result = timed(reconciler)
         assert result.written
-        print(f"reconcile: one-service change  {seconds:.3f} s  ({len(result.changed_nodes)} plans rewritten)")
+        print(
+            f"reconcile: one-service change  {seconds:.3f} s  ({len(result.changed_nodes)} plans rewritten)"
+        )
         seconds, result = timed(reconciler)
         assert result.written is None
         print(f"reconcile: no-op  {seconds * 1000:.1f} ms")
