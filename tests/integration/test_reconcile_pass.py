@@ -62,6 +62,19 @@ spec:
                    location / { proxy_pass http://{{ service.name }}; } }
 """
 
+PLUMB_YAML = """\
+apiVersion: plumb/v1
+kind: Repository
+metadata: {name: test}
+spec: {allowedPaths: [/srv, /etc/systemd/system, /etc/nginx/conf.d]}
+"""
+INVALID_SERVICE = """\
+apiVersion: plumb/v1
+kind: Service
+metadata: {name: svc-2}
+spec: {template: nope, placement: {nodes: [app-2]}}
+"""
+
 
 def node_doc(name: str, role: str, index: int, signing: str | None = None) -> str:
     sealing = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -85,7 +98,7 @@ def fleet_files(apps: int = 3, services: int = 3, keys: Mapping[str, str] | None
     """`apps` app nodes and an edge node; services spread over the apps, the first behind ingress."""
     keys = keys or {}
     files = {
-        "plumb.yaml": "apiVersion: plumb/v1\nkind: Repository\nmetadata: {name: test}\nspec: {allowedPaths: [/srv, /etc/systemd/system, /etc/nginx/conf.d]}\n",
+        "plumb.yaml": PLUMB_YAML,
         "templates/web.yaml": TEMPLATE,
         "traits/ingress.yaml": INGRESS,
         "nodes/edge-1.yaml": node_doc("edge-1", "edge", 100, keys.get("edge-1")),
@@ -256,13 +269,7 @@ class TestPass:
         worker = reconciler(origin, key)
         worker.reconcile(now=NOW)
         before = plans(origin)
-        commit_files(
-            origin,
-            "main",
-            {
-                "services/svc-2.yaml": "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: svc-2}\nspec: {template: nope, placement: {nodes: [app-2]}}\n"
-            },
-        )
+        commit_files(origin, "main", {"services/svc-2.yaml": INVALID_SERVICE})
         result = worker.reconcile(now=NOW)
         assert not result.ok and result.findings
         assert plans(origin) == before
