@@ -86,7 +86,7 @@ def journaled_window(world: AgentWorld) -> float:
 
 
 def test_sigkill_mid_apply_never_leaves_a_torn_file(tmp_path: Path) -> None:
-    """30 SIGKILLs at random moments of an apply; after each, files are whole; the next start converges."""
+    """SIGKILL until 30 kills landed inside an apply; after each, files are whole; the next start converges."""
     world = AgentWorld(tmp_path)
     world.publish(variant("v0"))
     world.agent().run(once=True)
@@ -94,7 +94,7 @@ def test_sigkill_mid_apply_never_leaves_a_torn_file(tmp_path: Path) -> None:
     apply_time = journaled_window(world)
     chooser = random.Random(20261122)
     previous, interrupted = "timing", 0
-    for trial in range(TRIALS):
+    for trial in range(TRIALS * 3):
         name = f"t{trial}"
         world.publish(variant(name))
         process = ForkedAgent(world)
@@ -109,4 +109,6 @@ def test_sigkill_mid_apply_never_leaves_a_torn_file(tmp_path: Path) -> None:
         assert not list(world.path("/srv/data").glob(".*.plumb-tmp"))
         assert not (world.state_dir / "journal.json").exists()
         previous = name
-    assert interrupted >= TRIALS // 2, f"only {interrupted} kills landed inside an apply"
+        if interrupted >= TRIALS:
+            break
+    assert interrupted >= TRIALS, f"only {interrupted} kills landed inside an apply"
