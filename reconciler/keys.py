@@ -1,11 +1,19 @@
-"""The reconciler's Ed25519 signing key: where it lives, making it once, loading it."""
+"""The reconciler's Ed25519 signing key: where it lives, making it once, loading it, sealing with it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.crypto import SigningKey
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from agent.crypto import SEALED_PREFIX, SigningKey
 from agent.errors import PlumbError as AgentError
 from reconciler.errors import PermanentError, UsageError
 
@@ -44,3 +52,40 @@ def load_key(path: Path) -> SigningKey:
 
 def _inside_git_worktree(path: Path) -> bool:
     return any((parent / ".git").exists() for parent in path.absolute().parents)
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """Seals a node's secret-bearing content to its X25519 key, deterministically.
+
+    The ephemeral key and nonce are derived (HKDF) from a secret of the reconciler key, the
+    recipient, the context and the plaintext, so the same content sealed again gives the same text:
+    plans stay byte-identical across passes and processes, and change when the content or the node's
+    sealing key does. The format is `agent.crypto.seal`'s, so `agent.crypto.unseal` opens it.
+    """
+
+    secret: bytes = field(repr=False)
+    recipient: str
+
+    @classmethod
+    def for_node(cls, key: SigningKey, recipient: str) -> Sealer:
+        raw = key.key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return cls(secret=_hkdf(raw, b"plumb-reconciler-seal-v1", 32), recipient=recipient)
+
+    def __call__(self, plaintext: bytes, *, context: str) -> str:
+        recipient = X25519PublicKey.from_public_bytes(base64.b64decode(self.recipient, validate=True))
+        material = (
+            self.recipient.encode() + b"\0" + context.encode() + b"\0" + hashlib.sha256(plaintext).digest()
+        )
+        derived = _hkdf(self.secret, b"plumb-seal-derive-v1" + material, 44)
+        ephemeral = X25519PrivateKey.from_private_bytes(derived[:32])
+        epk = ephemeral.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        key = _hkdf(ephemeral.exchange(recipient), b"plumb-seal-v1" + context.encode(), 32)
+        ciphertext = ChaCha20Poly1305(key).encrypt(derived[32:], plaintext, epk + context.encode())
+        return SEALED_PREFIX + base64.b64encode(epk + derived[32:] + ciphertext).decode()
+
+
+def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)

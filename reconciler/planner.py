@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from agent.errors import ContractError
 from reconciler.desired import RenderedResource
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+Sealer = Callable[..., str]  # (plaintext: bytes, *, context: str) -> sealed text; equal sealers seal alike
 JsonObject = dict[str, Any]
 
 
@@ -104,18 +105,25 @@ _CANONICAL = json.JSONEncoder(
 ).encode
 
 
-def encode_entry(resource: RenderedResource) -> tuple[JsonObject, str]:
+def encode_entry(
+    resource: RenderedResource, *, spec: Mapping[str, Any] | None = None
+) -> tuple[JsonObject, str]:
     """A resource's plan entry with its digest, and the entry's canonical JSON, encoding the spec once.
 
     The result is byte for byte `agent.contract.canonical_json(entry)`, and the digest is
     `agent.contract.resource_digest(kind, spec)`; both are spliced from one encoding of the spec.
+    `spec` replaces the rendered spec (a sealed file's).
     """
     entry: JsonObject = resource.plan_entry()
-    spec = _CANONICAL(entry["spec"])
-    kind = _CANONICAL(entry["kind"])
-    digest = "sha256:" + hashlib.sha256(('{"kind":' + kind + ',"spec":' + spec + "}").encode()).hexdigest()
-    entry["digest"] = digest
-    members = [_CANONICAL(k) + ":" + (spec if k == "spec" else _CANONICAL(entry[k])) for k in sorted(entry)]
+    if spec is not None:
+        entry["spec"] = dict(spec)
+    spec_json = _CANONICAL(entry["spec"])
+    kind_json = _CANONICAL(entry["kind"])
+    hashed = hashlib.sha256(('{"kind":' + kind_json + ',"spec":' + spec_json + "}").encode())
+    entry["digest"] = "sha256:" + hashed.hexdigest()
+    members = [
+        _CANONICAL(k) + ":" + (spec_json if k == "spec" else _CANONICAL(entry[k])) for k in sorted(entry)
+    ]
     return entry, "{" + ",".join(members) + "}"
 
 
@@ -124,13 +132,41 @@ def plan_entry(resource: RenderedResource) -> JsonObject:
     return encode_entry(resource)[0]
 
 
+def needs_sealing(resource: RenderedResource) -> bool:
+    return resource.uses_secret
+
+
+def sealed_spec(resource: RenderedResource, *, node: str, sealer: Sealer) -> JsonObject:
+    """A secret-bearing file's spec with its content sealed to the node and bound to the resource id."""
+    content = str(resource.spec["content"]).encode()
+    spec = {k: v for k, v in resource.spec.items() if k != "content"}
+    spec["sealed"] = sealer(content, context=f"{node}|{resource.id}")
+    spec["contentDigest"] = "sha256:" + hashlib.sha256(content).hexdigest()
+    return spec
+
+
 @dataclass
 class PlanCache:
     """Plan entries of rendered resources, kept by identity so unchanged resources are not encoded again."""
 
     entries: dict[int, tuple[RenderedResource, JsonObject, str]] = field(default_factory=dict)
     texts: dict[int, str] = field(default_factory=dict)
+    sealed: dict[tuple[int, str], tuple[RenderedResource, Sealer, JsonObject]] = field(default_factory=dict)
     digests: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+    def sealed_entry(
+        self, resource: RenderedResource, *, node: str, sealer: Sealer | None
+    ) -> JsonObject | None:
+        """The entry of a secret-bearing resource for one node, or None when it cannot be sealed."""
+        if sealer is None or resource.kind != "file" or "content" not in resource.spec:
+            return None
+        hit = self.sealed.get((id(resource), node))
+        if hit is not None and hit[0] is resource and hit[1] == sealer:
+            return hit[2]
+        entry, text = encode_entry(resource, spec=sealed_spec(resource, node=node, sealer=sealer))
+        self.sealed[(id(resource), node)] = (resource, sealer, entry)
+        self.texts[id(entry)] = text
+        return entry
 
     def entry(self, resource: RenderedResource) -> JsonObject:
         hit = self.entries.get(id(resource))
@@ -163,6 +199,9 @@ class PlanCache:
         for key in [k for k in self.entries if k not in alive]:
             del self.texts[id(self.entries[key][1])]
             del self.entries[key]
+        for sealed_key in [k for k in self.sealed if k[0] not in alive]:
+            del self.texts[id(self.sealed[sealed_key][2])]
+            del self.sealed[sealed_key]
         # digests are keyed by entry identity, which is only stable while the entries are kept
         for node in [n for n, (key, _) in self.digests.items() if not self.texts.keys() >= set(key)]:
             del self.digests[node]
@@ -187,6 +226,7 @@ class FleetPlan:
     plans: Mapping[str, NodePlan]
     changed: frozenset[str]
     removed: frozenset[str]
+    withheld: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def plan_node(
@@ -247,12 +287,21 @@ def plan_fleet(
     commit: str,
     now: datetime,
     cache: PlanCache | None = None,
+    sealers: Mapping[str, Sealer] | None = None,
 ) -> FleetPlan:
-    """Plan every node of the desired state; nodes that left it are `removed`."""
+    """Plan every node of the desired state; nodes that left it are `removed`.
+
+    Secret-bearing resources are sealed with the node's sealer; one that cannot be sealed (no
+    sealing key, or a kind without a sealed form) is withheld from the plan, never sent in clear.
+    """
     cache = cache if cache is not None else PlanCache()
+    sealers = sealers or {}
     plans: dict[str, NodePlan] = {}
+    withheld: dict[str, tuple[str, ...]] = {}
     for node in sorted(nodes):
-        entries = [cache.entry(resource) for resource in nodes[node]]
+        entries, held = _node_entries(node, nodes[node], cache, sealers.get(node))
+        if held:
+            withheld[node] = held
         plans[node] = plan_node(
             node=node,
             entries=entries,
@@ -264,4 +313,22 @@ def plan_fleet(
         )
     cache.keep_only(list(nodes.values()))
     changed = frozenset(n for n, plan in plans.items() if previous.get(n) is not plan)
-    return FleetPlan(plans=plans, changed=changed, removed=frozenset(previous) - frozenset(plans))
+    removed = frozenset(previous) - frozenset(plans)
+    return FleetPlan(plans=plans, changed=changed, removed=removed, withheld=withheld)
+
+
+def _node_entries(
+    node: str, resources: Sequence[RenderedResource], cache: PlanCache, sealer: Sealer | None
+) -> tuple[list[JsonObject], tuple[str, ...]]:
+    entries: list[JsonObject] = []
+    held: list[str] = []
+    for resource in resources:
+        if not needs_sealing(resource):
+            entries.append(cache.entry(resource))
+            continue
+        entry = cache.sealed_entry(resource, node=node, sealer=sealer)
+        if entry is None:
+            held.append(resource.id)
+        else:
+            entries.append(entry)
+    return entries, tuple(held)

@@ -29,7 +29,16 @@ from agent.errors import TemporaryError as AgentTemporaryError
 from reconciler.desired import Desired, Endpoint
 from reconciler.errors import PermanentError, PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
-from reconciler.planner import NodePlan, PlanCache, PlanSettings, parse_time, plan_fleet, plan_payload
+from reconciler.keys import Sealer
+from reconciler.planner import (
+    FleetPlan,
+    NodePlan,
+    PlanCache,
+    PlanSettings,
+    parse_time,
+    plan_fleet,
+    plan_payload,
+)
 from reconciler.reports import ReportCache, read_reports, report_tips
 from reconciler.statestore import (
     StateSnapshot,
@@ -236,6 +245,7 @@ class Reconciler:
     _memo: _Memo | None = None
     _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
     _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo())
+    _sealer_cache: dict[str, Sealer] = field(default_factory=dict)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
@@ -353,6 +363,7 @@ class Reconciler:
             commit=inputs.desired,
             now=now,
             cache=self.plan_cache,
+            sealers=self._sealers(model),
         )
         resign = {
             n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)
@@ -360,7 +371,7 @@ class Reconciler:
         plan_files = {f"plans/{n}.json": self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
         docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
         reports = self._reports(model, inputs)
-        docs.update(self._status_docs(inputs, model, fleet.plans, previous, reports, now))
+        docs.update(self._status_docs(inputs, model, fleet, previous, reports, now))
         changes = self._diff_docs(inputs.snapshot, docs)
         changes.update(plan_files)
         changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
@@ -370,6 +381,16 @@ class Reconciler:
             log.info("state written", commit=written, desired=inputs.desired, nodes=len(changed_nodes))
         self._remember(inputs, written, until=_next_deadline(model, fleet.plans, reports, now))
         return PassResult(desired=inputs.desired, written=written, changed_nodes=changed_nodes)
+
+    def _sealers(self, model: Model) -> dict[str, Sealer]:
+        """A sealer per node that has a sealing key; the same key gives the same (cached) sealer."""
+        sealers: dict[str, Sealer] = {}
+        for name, node in model.nodes.items():
+            if node.sealing_key:
+                if node.sealing_key not in self._sealer_cache:
+                    self._sealer_cache[node.sealing_key] = Sealer.for_node(self.key, node.sealing_key)
+                sealers[name] = self._sealer_cache[node.sealing_key]
+        return sealers
 
     def _signed_file(self, plan: NodePlan) -> bytes:
         """The plan signed and laid out as a file; its document is cached for the next pass."""
@@ -400,7 +421,7 @@ class Reconciler:
         self,
         inputs: _Inputs,
         model: Model,
-        plans: Mapping[str, NodePlan],
+        fleet: FleetPlan,
         previous: Mapping[str, NodePlan],
         reports: Mapping[str, ReceivedReport],
         now: datetime,
@@ -411,9 +432,9 @@ class Reconciler:
         for name, node in model.nodes.items():
             path = f"status/nodes/{name}.json"
             facts = NodeFacts(name=name, address=node.address, cordoned=node.cordoned)
-            plan, report = plans[name], reports.get(name)
+            plan, report, withheld = fleet.plans[name], reports.get(name), fleet.withheld.get(name, ())
             state = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
-            key = self._node_memo.key(facts, state, plan, report)
+            key = self._node_memo.key(facts, (state, withheld), plan, report)
             docs[path] = self._node_memo.get(name, key, report) or self._node_memo.put(
                 name,
                 key,
@@ -426,6 +447,7 @@ class Reconciler:
                     report=report,
                     now=now,
                     offline_after=offline_after,
+                    withheld=withheld,
                 ),
             )
         for name in model.services:

@@ -153,8 +153,12 @@ def node_status(
     report: ReceivedReport | None,
     now: datetime,
     offline_after: int,
+    withheld: Sequence[str] = (),
 ) -> JsonObject:
-    """status/nodes/<node>.json: liveness, plan and applied serials, pending actions and drift."""
+    """status/nodes/<node>.json: liveness, plan and applied serials, pending actions and drift.
+
+    `withheld` names secret-bearing resources left out of the plan because they cannot be sealed.
+    """
     state, reason = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
     applied = report.applied if report else None
     in_sync = applied is not None and (applied.get("serial"), applied.get("digest")) == (
@@ -177,6 +181,9 @@ def node_status(
         "rejected": report.document.get("rejected") if report and report.document else None,
         "report": {"verified": report.verified, "problem": report.problem} if report else None,
     }
+    if withheld:
+        reason = "uses a secret but cannot be sealed to this node (no sealing key, or a kind without sealing)"
+        document["withheld"] = [{"id": ident, "reason": reason} for ident in withheld]
     if not in_sync:
         document["baseline"] = {"serial": applied.get("serial") if applied else None, "resources": baseline}
     return document

@@ -12,7 +12,7 @@ import pygit2
 import pytest
 
 from agent.contract import sign_document, verify_document
-from agent.crypto import SigningKey
+from agent.crypto import SealingKey, SigningKey, unseal
 from reconciler.errors import RewindRefused
 from reconciler.reconcile import LocalLocation, Reconciler
 from tests.support.gitrepo import bare_repo, commit_files
@@ -76,8 +76,8 @@ spec: {template: nope, placement: {nodes: [app-2]}}
 """
 
 
-def node_doc(name: str, role: str, index: int, signing: str | None = None) -> str:
-    sealing = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+def node_doc(name: str, role: str, index: int, signing: str | None = None, sealing: str | None = None) -> str:
+    sealing = sealing or SealingKey.generate().public_b64()
     keys = f"\n  keys: {{signing: {signing}, sealing: {sealing}}}" if signing else ""
     return (
         f"apiVersion: plumb/v1\nkind: Node\nmetadata: {{name: {name}, labels: {{role: {role}}}}}\n"
@@ -349,3 +349,39 @@ class TestReports:
             "server 127.0.0.1:1 down;"
             in next(r for r in plans(repo)["edge-1"]["resources"] if r["kind"] == "nginx")["spec"]["content"]
         )
+
+
+SECRET_FILES = {
+    "secrets/db.yaml": "apiVersion: plumb/v1\nkind: Secret\nmetadata: {name: db}\nspec: {data: {password: plumb:sealed:v1:AAAA}}\n",
+    "templates/vault.yaml": """\
+apiVersion: plumb/v1
+kind: Template
+metadata: {name: vault}
+spec:
+  resources:
+    - file: {path: "/srv/{{ service.name }}/db.conf", mode: "0600", content: "password={{ secret('db', 'password') }}\\n"}
+""",
+    "services/vault.yaml": "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: vault}\nspec: {template: vault, placement: {nodes: [app-1, app-2]}}\n",
+}
+
+
+def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, key: SigningKey) -> None:
+    """app-1 (with a sealing key) gets the file sealed to it; app-2 (without) does not get it, and says why."""
+    sealing = SealingKey.generate()
+    repo = bare_repo(tmp_path / "fleet.git")
+    files = {**fleet_files(), **SECRET_FILES}
+    files["nodes/app-1.yaml"] = node_doc(
+        "app-1", "app", 1, SigningKey.generate().public_b64(), sealing.public_b64()
+    )
+    commit_files(repo, "main", files)
+    reconciler(repo, key).reconcile(now=NOW)
+    found = plans(repo)
+    sealed = next(r for r in found["app-1"]["resources"] if r["id"] == "file:/srv/vault/db.conf")
+    assert "content" not in sealed["spec"]
+    assert unseal(sealed["spec"]["sealed"], sealing, context="app-1|file:/srv/vault/db.conf").startswith(
+        b"password="
+    )
+    assert "file:/srv/vault/db.conf" not in [r["id"] for r in found["app-2"]["resources"]]
+    status = state_files(repo, "status/nodes/app-2.json")["status/nodes/app-2.json"]
+    assert status["withheld"][0]["id"] == "file:/srv/vault/db.conf"
+    assert reconciler(repo, key).reconcile(now=NOW).written is None  # sealing again changes nothing

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.contract import canonical_json, resource_digest, resources_digest, signed_payload
+from agent.crypto import SealingKey, SigningKey, unseal
 from reconciler.desired import RenderedResource
+from reconciler.keys import Sealer
 from reconciler.planner import (
     NodePlan,
     PlanCache,
@@ -253,3 +255,79 @@ def test_spliced_encoding_matches_the_contract(name: str, resource: RenderedReso
     plan = fleet.plans["n1"]
     assert plan.digest == resources_digest([dict(e) for e in plan.resources])
     assert plan_payload(plan, cache)[0] == signed_payload(plan.document())
+
+
+NODE_KEY = SealingKey.generate()
+RECONCILER_KEY = SigningKey.generate()
+SECRET_FILE = RenderedResource(
+    "file:/etc/db",
+    "file",
+    "api",
+    {"path": "/etc/db", "mode": "0600", "content": "pw=1\n"},
+    (),
+    "t:1",
+    uses_secret=True,
+)
+SECRET_UNIT = RenderedResource(
+    "unit:db.service", "unit", "api", {"name": "db.service", "content": "pw=1"}, (), "t:2", uses_secret=True
+)
+
+# name, resources, node has a sealing key, expected ids in the plan, expected withheld ids
+SEALING = [
+    ("secret file is sealed", (res("a"), SECRET_FILE), True, ["file:/etc/a", "file:/etc/db"], ()),
+    ("no sealing key: withheld", (res("a"), SECRET_FILE), False, ["file:/etc/a"], ("file:/etc/db",)),
+    ("secret in a unit cannot be sealed: withheld", (SECRET_UNIT,), True, [], ("unit:db.service",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "resources", "keyed", "ids", "withheld"), SEALING, ids=[s[0] for s in SEALING]
+)
+def test_secret_bearing_resources_are_sealed_or_withheld(
+    name: str, resources: tuple[RenderedResource, ...], keyed: bool, ids: list[str], withheld: tuple[str, ...]
+) -> None:
+    """No secret reaches a plan in clear: sealed to the node and bound to the resource, or left out."""
+    sealers = {"n1": Sealer.for_node(RECONCILER_KEY, NODE_KEY.public_b64())} if keyed else {}
+    fleet = plan_fleet(
+        nodes={"n1": resources}, previous={}, settings=SETTINGS, commit=C1, now=T0, sealers=sealers
+    )
+    plan = fleet.plans["n1"]
+    assert [e["id"] for e in plan.resources] == ids
+    assert fleet.withheld.get("n1", ()) == withheld
+    assert "pw=1" not in canonical_json(plan.document()).decode()
+    for entry in plan.resources:
+        if entry["id"] == "file:/etc/db":
+            assert unseal(entry["spec"]["sealed"], NODE_KEY, context="n1|file:/etc/db") == b"pw=1\n"
+            assert "content" not in entry["spec"]
+
+
+def test_sealed_plans_are_stable_and_follow_the_node_key() -> None:
+    """Sealing again gives the same plan; a new node sealing key gives a new serial."""
+    sealer = Sealer.for_node(RECONCILER_KEY, NODE_KEY.public_b64())
+    one = plan_fleet(
+        nodes={"n1": (SECRET_FILE,)},
+        previous={},
+        settings=SETTINGS,
+        commit=C1,
+        now=T0,
+        sealers={"n1": sealer},
+    )
+    again = plan_fleet(
+        nodes={"n1": (SECRET_FILE,)},
+        previous=one.plans,
+        settings=SETTINGS,
+        commit=C2,
+        now=T0,
+        sealers={"n1": Sealer.for_node(RECONCILER_KEY, NODE_KEY.public_b64())},
+    )
+    assert again.changed == frozenset() and again.plans["n1"] is one.plans["n1"]
+    other = Sealer.for_node(RECONCILER_KEY, SealingKey.generate().public_b64())
+    moved = plan_fleet(
+        nodes={"n1": (SECRET_FILE,)},
+        previous=one.plans,
+        settings=SETTINGS,
+        commit=C2,
+        now=T0,
+        sealers={"n1": other},
+    )
+    assert moved.plans["n1"].serial == 2
