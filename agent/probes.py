@@ -88,7 +88,10 @@ class _Series:
 
 @dataclass
 class ProbeTracker:
-    """Consecutive results per (service, probe kind); state flips only past the thresholds."""
+    """Consecutive results per (service, probe kind); state flips only past the thresholds.
+
+    A probe starts failing, as in Kubernetes: it passes after `successThreshold` successes.
+    """
 
     series: dict[tuple[str, str], _Series] = field(default_factory=dict)
 
@@ -100,7 +103,7 @@ class ProbeTracker:
         entry.message = result.message
         entry.streak = entry.streak + 1 if result.ok != entry.ok else 0
         needed = int(probe.get("successThreshold", 1) if result.ok else probe.get("failureThreshold", 3))
-        if result.ok != entry.ok and (entry.streak >= needed or entry.since is None):
+        if result.ok != entry.ok and entry.streak >= needed:
             entry.ok, entry.streak, entry.since = result.ok, 0, now
         return entry.ok
 

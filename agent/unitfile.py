@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from agent.errors import PermanentError
 
 RESTART_POLICIES = ("no", "always", "on-success", "on-failure", "on-abnormal", "on-abort", "on-watchdog")
-_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours)?")
-_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "m": 60, "min": 60, "minute": 60, "minutes": 60}
-_UNIT_SECONDS |= {"h": 3600, "hr": 3600, "hour": 3600, "hours": 3600}
+# longest unit names first, so "1min" is one minute and not "1m" followed by "in"
+_SPAN = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h)?"
+)
+_UNIT_SECONDS = {"usec": 1e-6, "us": 1e-6, "msec": 1e-3, "ms": 1e-3}
+_UNIT_SECONDS |= {
+    "minutes": 60,
+    "minute": 60,
+    "min": 60,
+    "m": 60,
+    "hours": 3600,
+    "hour": 3600,
+    "hr": 3600,
+    "h": 3600,
+}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ digest, signature), so agent tests exercise exactly the contract in `schemas/pla
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,7 +59,7 @@ def make_plan(
     commit: str = "a" * 40,
 ) -> dict[str, Any]:
     """A node plan, signed with `key` (unsigned when `key` is None)."""
-    entries = [dict(r) for r in resources]
+    entries = [copy.deepcopy(dict(r)) for r in resources]
     plan = {
         "apiVersion": "plumb/v1",
         "kind": "NodePlan",
