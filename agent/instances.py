@@ -41,6 +41,8 @@ class InstanceObserver:
         listening = listening_ports(status.pid) if status.pid else set()
         if probes.get("liveness", {}).get("ok") is False and unit and status.active:
             self._restart(host, unit)
+            self.tracker.forget(spec["name"])
+            status = _status(host, unit)
         ready, since = self._readiness(spec, status, probes)
         instance: JsonObject = {
             "service": spec["name"],
@@ -72,7 +74,7 @@ class InstanceObserver:
                 result = run_probe(probe, ports=ports, unit_active=status.active)
             except PlumbError as exc:
                 result = ProbeResult(False, str(exc))
-            self.tracker.record(key, probe, result, now)
+            self.tracker.record(key, probe, result, now, initial=kind == "liveness")
             ok, message, since = self.tracker.state(key)
             results[kind] = {"ok": ok, "message": message, "since": format_time(since) if since else None}
             started = started and (kind != "startup" or ok)

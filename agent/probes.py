@@ -90,16 +90,28 @@ class _Series:
 class ProbeTracker:
     """Consecutive results per (service, probe kind); state flips only past the thresholds.
 
-    A probe starts failing, as in Kubernetes: it passes after `successThreshold` successes.
+    As in Kubernetes, readiness and startup probes start failing and pass after `successThreshold`
+    successes; liveness starts passing and fails after `failureThreshold` failures.
     """
+
+    def forget(self, service: str) -> None:
+        """Start the service's series afresh (after a restart)."""
+        for key in [k for k in self.series if k[0] == service]:
+            del self.series[key]
 
     series: dict[tuple[str, str], _Series] = field(default_factory=dict)
 
     def record(
-        self, key: tuple[str, str], probe: Mapping[str, Any], result: ProbeResult, now: datetime
+        self,
+        key: tuple[str, str],
+        probe: Mapping[str, Any],
+        result: ProbeResult,
+        now: datetime,
+        *,
+        initial: bool = False,
     ) -> bool:
-        """Record one check; return the probe's current state."""
-        entry = self.series.setdefault(key, _Series())
+        """Record one check; return the probe's current state (`initial` before any threshold was crossed)."""
+        entry = self.series.setdefault(key, _Series(ok=initial))
         entry.message = result.message
         entry.streak = entry.streak + 1 if result.ok != entry.ok else 0
         needed = int(probe.get("successThreshold", 1) if result.ok else probe.get("failureThreshold", 3))

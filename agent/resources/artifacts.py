@@ -59,6 +59,13 @@ def download(url: str, sha256: str, into: Path) -> Path:
 def unpack(archive: Path, kind: str, target: Path) -> None:
     """Unpack into `target` (created); members may not escape it."""
     target.mkdir(mode=0o755)
+    try:
+        _unpack(archive, kind, target)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise PermanentError(f"{archive.name}: cannot unpack as {kind}: {exc}") from exc
+
+
+def _unpack(archive: Path, kind: str, target: Path) -> None:
     if kind in ("tar.gz", "tar"):
         with tarfile.open(archive, "r:gz" if kind == "tar.gz" else "r:") as tar:
             tar.extractall(target, filter="data")
@@ -74,6 +81,7 @@ def unpack(archive: Path, kind: str, target: Path) -> None:
 
 def switch_current(directory: Path, version: str) -> None:
     """Point `current` at `version` atomically."""
+    os.utime(directory / version)  # versions are kept by when they were last current
     link = directory / ".current.plumb-tmp"
     link.unlink(missing_ok=True)
     os.symlink(version, link)
