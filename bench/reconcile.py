@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -48,6 +49,19 @@ def change_one_service(root: Path) -> None:
     path.write_text(text.replace(port.group(0), f"port: {int(port.group(1)) + 40000}", 1))
 
 
+def push_report(repo: pygit2.Repository, node: str) -> None:
+    """What an agent's heartbeat looks like to the reconciler: a new commit on its report branch."""
+    report = {
+        "apiVersion": "plumb/v1", "kind": "NodeReport", "node": node, "time": "2030-01-01T00:00:00Z",
+        "agentVersion": "bench", "applied": None, "resources": [], "drift": [], "instances": [],
+        "capabilities": [],
+    }  # fmt: skip
+    builder = repo.TreeBuilder()
+    builder.insert("report.json", repo.create_blob(json.dumps(report).encode()), pygit2.GIT_FILEMODE_BLOB)
+    oid = repo.create_commit(None, SIGNATURE, SIGNATURE, "report", builder.write(), [])
+    repo.references.create(f"refs/heads/plumb/reports/{node}", oid, force=True)
+
+
 def timed(reconciler: Reconciler) -> tuple[float, PassResult]:
     start = time.perf_counter()
     result = reconciler.reconcile()
@@ -76,6 +90,9 @@ def main() -> None:
         seconds, result = timed(reconciler)
         assert result.written is None
         print(f"reconcile: no-op  {seconds * 1000:.1f} ms")
+        push_report(repo, sorted(p.stem for p in (root / "nodes").glob("*.yaml"))[0])
+        seconds, result = timed(reconciler)
+        print(f"reconcile: one new report (heartbeat)  {seconds:.3f} s")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ from agent.crypto import SigningKey
 from agent.errors import ContractError
 from agent.errors import PlumbError as AgentError
 from agent.errors import TemporaryError as AgentTemporaryError
-from reconciler.desired import Desired, Endpoint
+from reconciler.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
 from reconciler.errors import PermanentError, PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
+from reconciler.gitsource import read_commit_files
 from reconciler.keys import Sealer
 from reconciler.planner import (
     FleetPlan,
@@ -236,7 +237,7 @@ class Reconciler:
     key: SigningKey
     branch: str = "main"
     allow_rewind: bool = False
-    compile_cache: Any = None
+    compile_cache: CompileCache = field(default_factory=CompileCache)
     plan_cache: PlanCache = field(default_factory=PlanCache)
     report_cache: ReportCache = field(default_factory=ReportCache)
     state_branch: str = DEFAULT_STATE_BRANCH
@@ -246,6 +247,7 @@ class Reconciler:
     _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
     _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo())
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict)
+    _compiled: tuple[str, list[SourceFile], Desired] | None = None
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
@@ -304,19 +306,20 @@ class Reconciler:
             )
 
     def _compile(self, inputs: _Inputs, now: datetime) -> Desired:
-        from reconciler.desired import CompileCache, compile_desired
-        from reconciler.gitsource import read_commit_files
-
-        if self.compile_cache is None:
-            self.compile_cache = CompileCache()
-        _, files = read_commit_files(self.location.repo, inputs.desired)
-        desired: Desired = compile_desired(files, endpoints=self._endpoints, cache=self.compile_cache)
+        """Compile the desired commit with the endpoints reports give; a commit already compiled with
+        the same endpoints (a pass woken by heartbeats) is not compiled again."""
+        if self._compiled is None or self._compiled[0] != inputs.desired:
+            _, files = read_commit_files(self.location.repo, inputs.desired)
+            desired = compile_desired(files, endpoints=self._endpoints, cache=self.compile_cache)
+            self._compiled = (inputs.desired, files, desired)
+        _, files, desired = self._compiled
         if desired.model is None:
             return desired
         endpoints = self._discover(desired.model, inputs, now)
         if endpoints != self._endpoints:
             self._endpoints = endpoints
             desired = compile_desired(files, endpoints=endpoints, cache=self.compile_cache)
+            self._compiled = (inputs.desired, files, desired)
         return desired
 
     def _reports(self, model: Model, inputs: _Inputs) -> dict[str, ReceivedReport]:
