@@ -421,7 +421,8 @@ def _why_not(state: RolloutState, node: str, context: _Step) -> str:
 def _fail(state: RolloutState, context: _Step, reason: str) -> RolloutState:
     if context.settings.on_failure is OnFailure.ROLLBACK:
         reason = f"{reason}; rolling back to {state.from_version}"
-        return replace(state, phase=Phase.ROLLING_BACK, batch_started=None, ready={}, reason=reason)
+        back = replace(state, phase=Phase.ROLLING_BACK, batch_started=None, ready={}, reason=reason)
+        return _rolling_back(back, context)
     return replace(state, phase=Phase.FAILED, reason=reason)
 
 
