@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class CycleOutcome:
 
 @dataclass
 class _Memory:
+    """What the loop remembers between cycles about pushing reports."""
+
     last_push: float = 0.0
     push_failed: bool = True
     last_rejected: str | None = None
@@ -168,7 +170,7 @@ class Agent:
         ledger = self.state.load("ledger") or {}
         if fresh is None:
             fresh = _fresh_paths(plan, host, ledger)
-            if (self.state.load("plan") or {}).get("digest") != plan.digest:
+            if self.state.load("plan") != plan.document:  # new, or renewed (same resources, new expiry)
                 self.state.save("plan", plan.document)
             self.state.save("journal", {"serial": plan.serial, "digest": plan.digest, "fresh": fresh})
         hooks_state = self.state.load("hooks") or {}
@@ -225,7 +227,7 @@ class Agent:
         fresh_plan = plan is not None
         plan = plan or self.stored_plan()
         result = self.apply(plan) if plan is not None else None
-        report = self._report(plan, result, rejected, offline=None if fetched else problem)
+        report = self._report(plan, result, rejected)
         pushed = self._maybe_push(report, plan, result, rejected, force=force_report)
         ok = result.ok if result is not None else True
         return CycleOutcome(
@@ -233,7 +235,7 @@ class Agent:
         )
 
     def _report(
-        self, plan: Plan | None, result: ApplyResult | None, rejected: JsonObject | None, offline: str | None
+        self, plan: Plan | None, result: ApplyResult | None, rejected: JsonObject | None
     ) -> JsonObject:
         now = self.clock()
         instances = self.observer.observe(plan, self.host_for(plan), now) if plan is not None else []
@@ -276,11 +278,9 @@ class Agent:
         except PlumbError:
             self.memory.push_failed = True
             return False
-        self.memory.push_failed, self.memory.last_push, self.memory.last_rejected = (
-            False,
-            time.monotonic(),
-            reason,
-        )
+        self.memory.push_failed = False
+        self.memory.last_push = time.monotonic()
+        self.memory.last_rejected = reason
         return True
 
     def capabilities(self) -> list[str]:
@@ -355,8 +355,3 @@ def _with_fresh(ledger: dict[str, Any], fresh: dict[str, list[str]]) -> dict[str
         entry.setdefault("digest", None)
         merged[resource_id] = entry
     return merged
-
-
-def expires_soon(plan: Plan, now: datetime) -> bool:
-    """Whether the plan expires within a day (for `status`)."""
-    return plan.expires - now < timedelta(days=1)

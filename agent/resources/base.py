@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.paths import Confinement
 
@@ -57,7 +57,6 @@ class Host:
     runtime: Runtime
     nginx: Nginx | None = None
     sealing_key: SealingKey | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:

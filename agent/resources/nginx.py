@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.errors import PermanentError
-from agent.nginxctl import SITE_DIR, Nginx
+from agent.nginxctl import SITE_DIR
 from agent.plan import PlanResource
 from agent.resources.base import Change, Host, Outcome
 from agent.resources.files import Wanted, ensure_file
@@ -74,12 +74,8 @@ def settle_sites(writes: Sequence[SiteWrite], host: Host, *, reload: bool) -> Si
             reverted, False, f"nginx -t fails even without this apply's sites: {result.summary()}"
         )
     if pending or reload:
-        _reload(nginx)
+        nginx.reload()
     return SitesOutcome(reverted, bool(pending or reload))
-
-
-def _reload(nginx: Nginx) -> None:
-    nginx.reload()
 
 
 def reverted_change(path: str, complaint: str) -> Change:

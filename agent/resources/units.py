@@ -16,7 +16,7 @@ from typing import Any
 from agent import fsops
 from agent.errors import PermanentError
 from agent.plan import PlanResource
-from agent.resources.base import Change, Host, Outcome, unchanged
+from agent.resources.base import Change, Host, Outcome
 from agent.resources.files import Wanted, ensure_file
 from agent.runtimes.base import UnitStatus
 
@@ -133,7 +133,3 @@ def _perform(host: Host, unit: str, action: UnitAction) -> None:
         runtime.restart(unit)
     else:
         runtime.stop(unit)
-
-
-def settled_unchanged(name: str) -> Change:
-    return unchanged(f"{name}: file and state already as wanted")
