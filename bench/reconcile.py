@@ -14,7 +14,8 @@ import structlog
 
 from agent.crypto import SigningKey
 from bench.generate import generate
-from reconciler.reconcile import LocalLocation, PassResult, Reconciler
+from reconciler.reconcile import PassResult, Reconciler
+from reconciler.statestore import LocalLocation
 
 NODES, SERVICES = 1000, 2000
 SIGNATURE = pygit2.Signature("bench", "bench@plumb.invalid", 1_700_000_000, 0)

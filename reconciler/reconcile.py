@@ -9,25 +9,21 @@ only the files that changed. A lost compare-and-swap race re-reads everything an
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pygit2
 import structlog
 
-from agent import gitremote
 from agent.crypto import SigningKey
 from agent.errors import ContractError
-from agent.errors import PlumbError as AgentError
-from agent.errors import TemporaryError as AgentTemporaryError
 from reconciler.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
-from reconciler.errors import PermanentError, PushRejected, RewindRefused, TemporaryError, UsageError
+from reconciler.errors import PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
 from reconciler.gitsource import read_commit_files
 from reconciler.keys import Sealer
@@ -41,14 +37,7 @@ from reconciler.planner import (
     plan_payload,
 )
 from reconciler.reports import ReportCache, read_reports, report_tips
-from reconciler.statestore import (
-    StateSnapshot,
-    StateStore,
-    compare_and_swap,
-    current_target,
-    open_repository,
-    state_json,
-)
+from reconciler.statestore import Location, StateSnapshot, StateStore, current_target, state_json
 from reconciler.status import (
     NodeFacts,
     ReceivedReport,
@@ -70,93 +59,6 @@ SOURCE_PATH = "status/source.json"
 DEFAULT_STATE_BRANCH = "plumb/state"
 DEFAULT_REPORTS_PREFIX = "plumb/reports/"
 JsonObject = dict[str, Any]
-
-
-class Location(Protocol):
-    """Where the repository is: a local bare repository, or a remote mirrored into a local one."""
-
-    repo: pygit2.Repository
-    is_local: bool
-
-    def refresh(self) -> None: ...
-
-    def update_ref(self, ref: str, *, old: str | None, new: str) -> None: ...
-
-
-class LocalLocation:
-    """A bare repository on this machine: read in place, refs moved by compare-and-swap."""
-
-    is_local = True
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.repo = open_repository(path)
-        self.git_dir = Path(self.repo.path)
-
-    def refresh(self) -> None:
-        """Nothing to fetch; refs are read straight from disk."""
-
-    def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
-        compare_and_swap(self.git_dir, ref, old=old, new=new)
-
-
-class RemoteLocation:
-    """A remote (ssh://, https://) fetched into a local bare mirror; the state branch is pushed back."""
-
-    is_local = False
-
-    def __init__(self, url: str, *, mirror: Path, ssh_key: Path | None, known_hosts: Path | None) -> None:
-        self.remote = gitremote.Remote(url, ssh_key=ssh_key, known_hosts=known_hosts)
-        mirror.mkdir(parents=True, exist_ok=True)
-        self.repo = (
-            pygit2.Repository(str(mirror))
-            if (mirror / "HEAD").exists()
-            else pygit2.init_repository(str(mirror), bare=True)
-        )
-
-    def refresh(self) -> None:
-        """Fetch every branch; nothing is pruned, so a failed or partial fetch loses nothing."""
-        with _translated():
-            self.remote.fetch(self.repo, ["+refs/heads/*:refs/heads/*"])
-
-    def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
-        """Push `new` without force: the remote accepts it only as a fast-forward of what it has."""
-        pending = "refs/plumb/pending-state"
-        self.repo.references.create(pending, pygit2.Oid(hex=new), force=True)
-        with _translated():
-            self.remote.push(self.repo, [f"{pending}:{ref}"])
-        self.repo.references.create(ref, pygit2.Oid(hex=new), force=True)
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """The transport's (agent) errors as the reconciler's own, keeping whether a retry can help."""
-    try:
-        yield
-    except gitremote.PushRejected as exc:
-        raise PushRejected(str(exc)) from exc
-    except AgentTemporaryError as exc:
-        raise TemporaryError(str(exc)) from exc
-    except AgentError as exc:
-        raise PermanentError(str(exc)) from exc
-
-
-def open_location(
-    url_or_path: str,
-    *,
-    cache_dir: Path | None = None,
-    ssh_key: Path | None = None,
-    known_hosts: Path | None = None,
-) -> Location:
-    """A plain path or file:// URL is worked on in place; anything else is mirrored under `cache_dir`."""
-    path = url_or_path.removeprefix("file://")
-    if "://" not in path and Path(path).exists():
-        return LocalLocation(Path(path))
-    if "://" not in url_or_path and gitremote.parse_url(url_or_path).scheme != "ssh":
-        raise UsageError(f"{url_or_path}: no such repository")
-    base = cache_dir or Path.home() / ".cache" / "plumb" / "mirrors"
-    mirror = base / hashlib.sha256(url_or_path.encode()).hexdigest()[:16]
-    return RemoteLocation(url_or_path, mirror=mirror, ssh_key=ssh_key, known_hosts=known_hosts)
 
 
 @dataclass(frozen=True)
@@ -187,9 +89,6 @@ class _Inputs:
     desired: str
     tips: dict[str, str]
     source: Mapping[str, Any] | None
-
-
-CompileFn = Callable[..., Desired]
 
 
 class _StatusMemo:
@@ -242,21 +141,28 @@ class Reconciler:
     report_cache: ReportCache = field(default_factory=ReportCache)
     state_branch: str = DEFAULT_STATE_BRANCH
     reports_prefix: str = DEFAULT_REPORTS_PREFIX
-    _stores: dict[str, StateStore] = field(default_factory=dict)
-    _memo: _Memo | None = None
-    _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
-    _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo())
-    _sealer_cache: dict[str, Sealer] = field(default_factory=dict)
-    _compiled: tuple[str, list[SourceFile], Desired] | None = None
+    _stores: dict[str, StateStore] = field(default_factory=dict, init=False)
+    _memo: _Memo | None = field(default=None, init=False)
+    _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict, init=False)
+    _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo(), init=False)
+    _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
+    _compiled: tuple[str, list[SourceFile], Desired] | None = field(default=None, init=False)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
+        refetched = False
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._attempt(now or datetime.now(UTC))
             except PushRejected as exc:
                 log.info("state branch moved; re-reading", attempt=attempt + 1, reason=str(exc))
                 time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
+                self.location.refresh()
+            except RewindRefused:
+                # a fetch may list main before another reconciler's newer state: look once more
+                if self.location.is_local or refetched:
+                    raise
+                refetched = True
                 self.location.refresh()
         raise TemporaryError(f"gave up after {MAX_ATTEMPTS} lost races on {self.state_branch}")
 
@@ -560,9 +466,3 @@ def _message(desired: str, nodes: tuple[str, ...]) -> str:
     shown = ", ".join(nodes[:20]) + (f" and {len(nodes) - 20} more" if len(nodes) > 20 else "")
     title = f"Reconcile {desired[:12]}: " + (f"plans of {shown}" if nodes else "status only")
     return f"{title}\n\nDesired-Commit: {desired}\nNodes-Changed: {len(nodes)}\n"
-
-
-def reconcile_once(location: Location, *, key: SigningKey, branch: str, allow_rewind: bool) -> PassResult:
-    """Refresh and run one pass (`plumb reconcile --once`)."""
-    location.refresh()
-    return Reconciler(location, key=key, branch=branch, allow_rewind=allow_rewind).reconcile()

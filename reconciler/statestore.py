@@ -4,13 +4,15 @@ A commit is built from the previous tree with only the changed files replaced, s
 subtrees are reused as they are. Objects are written before the ref moves, so the branch never
 points at a partial commit. The ref moves only from the commit that was read (compare-and-swap):
 locally under Git's own `<ref>.lock` protocol, remotely by a non-forced push; a lost race raises
-PushRejected and the caller re-reads and retries.
+PushRejected and the caller re-reads and retries. A `Location` says where the repository is: a
+local bare repository worked on in place, or a remote mirrored into a local bare repository.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -18,13 +20,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pygit2
 
+from agent import gitremote
 from agent.contract import MAX_PLAN_BYTES, parse_json_document
 from agent.errors import ContractError
-from reconciler.errors import PushRejected, TemporaryError
+from agent.errors import PlumbError as AgentError
+from agent.errors import TemporaryError as AgentTemporaryError
+from reconciler.errors import PermanentError, PushRejected, TemporaryError, UsageError
 
 AUTHOR_NAME = "plumb reconciler"
 AUTHOR_EMAIL = "plumb@localhost"
@@ -241,3 +246,90 @@ def open_repository(path: str | Path) -> pygit2.Repository:
         return pygit2.Repository(str(path))
     except (pygit2.GitError, KeyError) as exc:
         raise TemporaryError(f"{path}: cannot open repository: {exc}") from exc
+
+
+class Location(Protocol):
+    """Where the repository is: a local bare repository, or a remote mirrored into a local one."""
+
+    repo: pygit2.Repository
+    is_local: bool
+
+    def refresh(self) -> None: ...
+
+    def update_ref(self, ref: str, *, old: str | None, new: str) -> None: ...
+
+
+class LocalLocation:
+    """A bare repository on this machine: read in place, refs moved by compare-and-swap."""
+
+    is_local = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.repo = open_repository(path)
+        self.git_dir = Path(self.repo.path)
+
+    def refresh(self) -> None:
+        """Nothing to fetch; refs are read straight from disk."""
+
+    def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
+        compare_and_swap(self.git_dir, ref, old=old, new=new)
+
+
+class RemoteLocation:
+    """A remote (ssh://, https://) fetched into a local bare mirror; the state branch is pushed back."""
+
+    is_local = False
+
+    def __init__(self, url: str, *, mirror: Path, ssh_key: Path | None, known_hosts: Path | None) -> None:
+        self.remote = gitremote.Remote(url, ssh_key=ssh_key, known_hosts=known_hosts)
+        mirror.mkdir(parents=True, exist_ok=True)
+        self.repo = (
+            pygit2.Repository(str(mirror))
+            if (mirror / "HEAD").exists()
+            else pygit2.init_repository(str(mirror), bare=True)
+        )
+
+    def refresh(self) -> None:
+        """Fetch every branch; nothing is pruned, so a failed or partial fetch loses nothing."""
+        with _translated():
+            self.remote.fetch(self.repo, ["+refs/heads/*:refs/heads/*"])
+
+    def update_ref(self, ref: str, *, old: str | None, new: str) -> None:
+        """Push `new` without force: the remote accepts it only as a fast-forward of what it has."""
+        pending = "refs/plumb/pending-state"
+        self.repo.references.create(pending, pygit2.Oid(hex=new), force=True)
+        with _translated():
+            self.remote.push(self.repo, [f"{pending}:{ref}"])
+        self.repo.references.create(ref, pygit2.Oid(hex=new), force=True)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The transport's (agent) errors as the reconciler's own, keeping whether a retry can help."""
+    try:
+        yield
+    except gitremote.PushRejected as exc:
+        raise PushRejected(str(exc)) from exc
+    except AgentTemporaryError as exc:
+        raise TemporaryError(str(exc)) from exc
+    except AgentError as exc:
+        raise PermanentError(str(exc)) from exc
+
+
+def open_location(
+    url_or_path: str,
+    *,
+    cache_dir: Path | None = None,
+    ssh_key: Path | None = None,
+    known_hosts: Path | None = None,
+) -> Location:
+    """A plain path or file:// URL is worked on in place; anything else is mirrored under `cache_dir`."""
+    path = url_or_path.removeprefix("file://")
+    if "://" not in path and Path(path).exists():
+        return LocalLocation(Path(path))
+    if "://" not in url_or_path and gitremote.parse_url(url_or_path).scheme != "ssh":
+        raise UsageError(f"{url_or_path}: no such repository")
+    base = cache_dir or Path.home() / ".cache" / "plumb" / "mirrors"
+    mirror = base / hashlib.sha256(url_or_path.encode()).hexdigest()[:16]
+    return RemoteLocation(url_or_path, mirror=mirror, ssh_key=ssh_key, known_hosts=known_hosts)

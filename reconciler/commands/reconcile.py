@@ -13,7 +13,8 @@ from reconciler.commands.common import fail
 from reconciler.errors import PlumbError, RewindRefused, TemporaryError
 from reconciler.keys import KEY_ENV, default_key_path, load_key
 from reconciler.model import seconds
-from reconciler.reconcile import LocalLocation, PassResult, Reconciler, open_location
+from reconciler.reconcile import PassResult, Reconciler
+from reconciler.statestore import LocalLocation, open_location
 from reconciler.watch import install_signals, run_loop, watching_refs
 
 log = structlog.get_logger("plumb.reconcile")

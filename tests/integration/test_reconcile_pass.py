@@ -14,7 +14,8 @@ import pytest
 from agent.contract import sign_document, verify_document
 from agent.crypto import SealingKey, SigningKey, unseal
 from reconciler.errors import RewindRefused
-from reconciler.reconcile import LocalLocation, Reconciler
+from reconciler.reconcile import Reconciler
+from reconciler.statestore import LocalLocation
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration

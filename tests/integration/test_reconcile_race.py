@@ -14,7 +14,8 @@ import pygit2
 import pytest
 
 from agent.crypto import SigningKey
-from reconciler.reconcile import LocalLocation, Reconciler
+from reconciler.reconcile import Reconciler
+from reconciler.statestore import LocalLocation
 from tests.integration.test_reconcile_pass import STATE, fleet_files, plans, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 
