@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.contract import canonical_json, resource_digest, resources_digest, signed_payload
 from agent.crypto import SealingKey, SigningKey, unseal
@@ -331,3 +333,24 @@ def test_sealed_plans_are_stable_and_follow_the_node_key() -> None:
         sealers={"n1": other},
     )
     assert moved.plans["n1"].serial == 2
+
+
+contents = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.text(max_size=20), max_size=4)
+fleets = st.dictionaries(st.sampled_from(["n1", "n2", "n3"]), contents, max_size=3)
+
+
+@given(before=fleets, after=fleets)
+def test_replanning_is_idempotent_and_serials_only_rise(
+    before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]
+) -> None:
+    """Planning the same fleet again changes nothing; a change raises serials by exactly one."""
+    nodes = {n: tuple(res(name, text) for name, text in sorted(files.items())) for n, files in before.items()}
+    first = plan_fleet(nodes=nodes, previous={}, settings=SETTINGS, commit=C1, now=T0)
+    again = plan_fleet(nodes=nodes, previous=first.plans, settings=SETTINGS, commit=C2, now=T0)
+    assert again.changed == frozenset() and again.removed == frozenset()
+    moved = {n: tuple(res(name, text) for name, text in sorted(files.items())) for n, files in after.items()}
+    second = plan_fleet(nodes=moved, previous=first.plans, settings=SETTINGS, commit=C2, now=T0)
+    for node, plan in second.plans.items():
+        old = first.plans.get(node)
+        assert plan.serial == (old.serial + (node in second.changed) if old else 1)
+    assert second.removed == frozenset(before) - frozenset(after)
