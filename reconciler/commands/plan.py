@@ -35,6 +35,7 @@ def plan(base: str, head: str, repo: Path, fmt: str) -> None:
     Resources created, updated or deleted (with unified diffs of the rendered content; secrets
     show only a digest), units restarted, nginx reloaded, services started or stopped. When HEAD
     is invalid, its findings with file:line. `--format markdown` is ready for a pull-request comment.
+    Both sides render without reported endpoints, so upstreams change only where the commit does.
 
     Exit status: 0 no change, 2 changes, 1 error or invalid HEAD (terraform's convention).
 

@@ -9,7 +9,10 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+from agent.crypto import SigningKey
 from reconciler.cli import cli
+from reconciler.reconcile import Reconciler
+from reconciler.statestore import LocalLocation
 from tests.integration.test_reconcile_pass import fleet_files, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 
@@ -67,12 +70,16 @@ CASES = [
 def test_plan_lists_exactly_the_changed_nodes(
     repo: pygit2.Repository, name: str, files: dict[str, str], code: int, nodes: list[str]
 ) -> None:
-    """The JSON output names exactly the nodes whose plans the head would change; exit 0 or 2."""
+    """The JSON output names exactly the nodes whose plans the head would change, and the reconciler
+    then re-plans exactly those; exit 0 or 2."""
+    reconciler = Reconciler(LocalLocation(Path(repo.path)), key=SigningKey.generate())
+    reconciler.reconcile()
     base = str(repo.references["refs/heads/main"].target)
     head = change(repo, files) if files else base
     exit_code, output = run(repo, "--base", base, "--head", head, "--format", "json")
     assert exit_code == code, output
     assert [n["node"] for n in json.loads(output)["nodes"]] == nodes
+    assert list(reconciler.reconcile().changed_nodes) == nodes
 
 
 def test_text_shows_actions_and_unified_diffs(repo: pygit2.Repository) -> None:
