@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 
 from agent.crypto import SealingKey, SigningKey, VerifyKey
 from agent.errors import PlumbError
@@ -36,6 +37,21 @@ def _check_node(node: str) -> str:
     if not _NAME.match(node):
         raise click.BadParameter(f"{node!r} is not a valid node name", param_hint="--node")
     return node
+
+
+def _configure_logging() -> None:
+    """Logs go to stderr, as JSON when stderr is not a terminal."""
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
 
 @click.group()
@@ -106,6 +122,7 @@ def _seconds(value: str) -> float:
 def run(**options: Any) -> None:
     """Pull the plan, verify it, converge the host, probe and report (every --interval)."""
     agent_options = _agent_options(options)
+    _configure_logging()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         outcome = Agent(agent_options).run(once=options["once"])

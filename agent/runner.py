@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from agent import fsops
 from agent.apply import ApplyResult, apply_plan, identity
 from agent.contract import MAX_PLAN_BYTES, JsonObject, parse_json_document, sign_document
@@ -37,6 +39,7 @@ from agent.state import StateDir
 from agent.sync import StateSync, open_repo
 
 DEFAULT_HEARTBEAT = 30
+log = structlog.get_logger("plumb.agent")
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class Agent:
         if plan is None or plan.digest != journal.get("digest"):
             self.state.drop("journal")
             return None
+        log.warning("finishing an interrupted apply", node=self.options.node, serial=plan.serial)
         host = self.host_for(plan)
         for resource in plan.resources:
             for path in _paths(resource.kind, resource.spec):
@@ -189,6 +193,7 @@ class Agent:
             self.state.save("hooks", hooks_state)
         self._record_applied(applied, result)
         self.state.drop("journal")
+        _log_result(self.options.node, plan, result)
         return result
 
     def _record_applied(self, applied: JsonObject, result: ApplyResult) -> None:
@@ -206,6 +211,7 @@ class Agent:
         try:
             data, _commit = self.sync.fetch_plan()
         except TemporaryError as exc:
+            log.warning("fetch failed; keeping the applied plan", node=self.options.node, reason=str(exc))
             return False, None, str(exc)
         if data is None:
             return True, None, None
@@ -224,6 +230,9 @@ class Agent:
                 plan = self._verify(document)
             except PermanentError as exc:
                 rejected = _rejection(document, str(exc))
+                log.warning(
+                    "plan rejected", node=self.options.node, serial=rejected["serial"], reason=str(exc)
+                )
         fresh_plan = plan is not None
         plan = plan or self.stored_plan()
         result = self.apply(plan) if plan is not None else None
@@ -275,7 +284,8 @@ class Agent:
             return False
         try:
             self.sync.push_report(report)
-        except PlumbError:
+        except PlumbError as exc:
+            log.warning("report push failed; will retry", node=self.options.node, reason=str(exc))
             self.memory.push_failed = True
             return False
         self.memory.push_failed = False
@@ -299,6 +309,26 @@ class Agent:
             time.sleep(min(self.options.interval, self.memory.heartbeat))
             outcome = self.cycle()
         return outcome
+
+
+def _log_result(node: str, plan: Plan, result: ApplyResult) -> None:
+    """One line per apply that did something, one per failed resource (errors never hold secrets)."""
+    changed = [r.id for r in result.resources if r.change.outcome.value == "changed"]
+    failed = [r for r in result.resources if r.change.outcome.value == "failed"]
+    for entry in failed:
+        log.error(
+            "resource failed", node=node, serial=plan.serial, resource=entry.id, error=entry.change.error
+        )
+    if changed or failed or result.pruned:
+        log.info(
+            "applied",
+            node=node,
+            serial=plan.serial,
+            commit=plan.commit,
+            changed=len(changed),
+            failed=len(failed),
+            pruned=len(result.pruned),
+        )
 
 
 def _reason(rejected: JsonObject | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def test_run_once_with_a_rejected_plan_exits_2(tmp_path: Path) -> None:
     result = plumb_agent(*world.cli_args(), "--once")
     assert result.returncode == 2
     assert "rejected plan: plan is signed by" in result.stdout
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [(e["event"], e["level"], e["node"]) for e in logged] == [("plan rejected", "warning", "web-1")]
     assert not world.path("/etc/plumb/a").exists()
 
 
