@@ -181,3 +181,29 @@ def test_supervisor_outlives_the_agent_process(world: AgentWorld) -> None:
     supervisor = int((world.state_dir / "supervise" / "web.service" / "supervisor.pid").read_text())
     assert os.getsid(supervisor) == supervisor
     assert os.getpgid(supervisor) != os.getpgid(0)
+
+
+def test_environment_and_working_directory_are_honoured(world: AgentWorld) -> None:
+    """ExecStart runs with the unit's Environment= and in its WorkingDirectory= (mapped under --root)."""
+    script = 'echo "$GREETING $(pwd)" > out.txt; exec sleep 3600'
+    unit = {
+        "name": "env.service",
+        "content": f"[Service]\nEnvironment=\"GREETING=hello there\"\nWorkingDirectory=/srv/env\nExecStart=/bin/sh -c '{script}'\n",
+    }
+    world.publish(
+        [
+            resource("directory", {"path": "/srv/env", "mode": "0755"}),
+            resource("unit", unit, after=["directory:/srv/env"]),
+        ]
+    )
+    world.agent().run(once=True)
+    out = world.path("/srv/env/out.txt")
+    assert eventually(lambda: out.exists() and out.read_text()) == f"hello there {world.path('/srv/env')}\n"
+
+
+def test_unit_without_exec_start_is_refused(world: AgentWorld) -> None:
+    """The process runtime verifies a unit before using it; a bad one is reverted and reported."""
+    world.publish([resource("unit", {"name": "bad.service", "content": "[Service]\nType=simple\n"})])
+    assert not world.agent().run(once=True).ok
+    assert "no ExecStart" in world.report()["resources"][0]["error"]
+    assert not world.path("/etc/systemd/system/bad.service").exists()

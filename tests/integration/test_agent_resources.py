@@ -176,3 +176,17 @@ def test_failing_liveness_probe_restarts_the_unit(world: AgentWorld, tmp_path: P
     agent.cycle(force_report=True)
     assert agent.observer.restarted == ["live.service"]
     assert world.report()["instances"][0]["pid"] != first
+
+
+def test_running_agent_picks_up_a_new_plan(world: AgentWorld) -> None:
+    """In its loop the agent applies whatever plan appears next on the state branch."""
+    world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "one\n"})])
+    checks = iter([False, True])
+
+    def stop() -> bool:
+        world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "two\n"})])
+        return next(checks)
+
+    outcome = world.agent(interval=0.01).run(stop=stop)
+    assert outcome.applied and world.path("/etc/plumb/a").read_text() == "two\n"
+    assert world.report()["applied"]["serial"] == world.serial
