@@ -181,11 +181,13 @@ def test_failing_liveness_probe_restarts_the_unit(world: AgentWorld, tmp_path: P
 def test_running_agent_picks_up_a_new_plan(world: AgentWorld) -> None:
     """In its loop the agent applies whatever plan appears next on the state branch."""
     world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "one\n"})])
-    checks = iter([False, True])
+    calls = []
 
     def stop() -> bool:
-        world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "two\n"})])
-        return next(checks)
+        calls.append(1)
+        if len(calls) == 1:
+            world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "two\n"})])
+        return len(calls) > 1
 
     outcome = world.agent(interval=0.01).run(stop=stop)
     assert outcome.applied and world.path("/etc/plumb/a").read_text() == "two\n"
