@@ -121,6 +121,9 @@ class ProcessRuntime:
                 f"{unit}: supervisor did not start: {result.stderr.decode(errors='replace')}"
             )
         self._await_status(unit)
+        record = self._read(unit, "status.json") or {}
+        if record.get("error"):
+            raise TemporaryError(f"{unit}: cannot run ExecStart: {record['error']}")
 
     def _await_status(self, unit: str) -> None:
         """Wait until the supervisor has spawned the service (first status), so status() means something."""

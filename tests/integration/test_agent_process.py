@@ -207,3 +207,13 @@ def test_unit_without_exec_start_is_refused(world: AgentWorld) -> None:
     assert not world.agent().run(once=True).ok
     assert "no ExecStart" in world.report()["resources"][0]["error"]
     assert not world.path("/etc/systemd/system/bad.service").exists()
+
+
+def test_missing_executable_is_reported(world: AgentWorld) -> None:
+    """An ExecStart that cannot be run fails the unit with the reason."""
+    world.publish(
+        [resource("unit", {"name": "ghost.service", "content": "[Service]\nExecStart=/nonexistent/ghost\n"})]
+    )
+    assert not world.agent().run(once=True).ok
+    entry = world.report()["resources"][0]
+    assert entry["outcome"] == "failed" and "/nonexistent/ghost" in entry["error"]

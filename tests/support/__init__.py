@@ -157,12 +157,21 @@ class AgentWorld:
         return self.root / plan_path.lstrip("/")
 
     def report(self) -> dict[str, Any]:
-        """The report the agent pushed last (signature checked by the caller)."""
+        """The report the agent pushed last, checked against report.schema.json and the node's key."""
         import json
+        from importlib import resources as package_files
 
+        import jsonschema
+
+        from agent.contract import verify_document
+        from agent.crypto import VerifyKey
         from tests.support.gitrepo import read_file
 
-        return dict(json.loads(read_file(self.origin, f"plumb/reports/{self.node}", "report.json")))
+        report = dict(json.loads(read_file(self.origin, f"plumb/reports/{self.node}", "report.json")))
+        schema = json.loads(package_files.files("plumb_schemas").joinpath("report.schema.json").read_text())
+        jsonschema.validate(report, schema)
+        verify_document(report, VerifyKey.from_b64(self.node_signing), what="report")
+        return report
 
     def stop_units(self) -> None:
         """Stop every supervisor this node's process runtime started, and wait for them (test cleanup)."""
