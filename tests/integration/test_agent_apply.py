@@ -224,3 +224,29 @@ def test_sealed_file_is_opened_with_the_node_key(world: AgentWorld) -> None:
     assert world.path("/etc/plumb/secret").read_bytes() == b"hunter2\n"
     assert "hunter2" not in str(world.report())
     assert isinstance(SealingKey.load(world.state_dir / "sealing.key"), SealingKey)
+
+
+def test_owner_and_group_are_set_and_kept(world: AgentWorld) -> None:
+    """Files and directories get their owner and group by name; a chown behind the agent's back is drift."""
+    import grp
+    import pwd
+
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    world.publish(
+        [
+            resource(
+                "directory", {"path": "/srv/data", "mode": "0750", "owner": "nobody", "group": "nogroup"}
+            ),
+            resource(
+                "file",
+                {"path": "/srv/data/a", "mode": "0640", "content": "a", "owner": "nobody", "group": "0"},
+            ),
+        ]
+    )
+    world.agent().run(once=True)
+    directory, file = world.path("/srv/data").stat(), world.path("/srv/data/a").stat()
+    assert (directory.st_uid, directory.st_gid, file.st_uid, file.st_gid) == (nobody, nogroup, nobody, 0)
+    os.chown(world.path("/srv/data/a"), 0, 0)
+    world.agent().run(once=True)
+    assert world.path("/srv/data/a").stat().st_uid == nobody
+    assert world.report()["drift"][0]["what"] == f"owner 0 instead of {nobody}"
