@@ -17,6 +17,7 @@ _COMMANDS: dict[str, str] = {
     "reconcile": "reconciler.commands.reconcile:reconcile",
     "plan": "reconciler.commands.plan:plan",
     "keys": "reconciler.commands.keys:keys",
+    "rollback": "reconciler.commands.rollback:rollback",
 }
 
 
