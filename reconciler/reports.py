@@ -3,7 +3,8 @@
 A node whose Node document lists a signing key must sign its reports with it; a report that does
 not verify is ignored (the node's status says why). A node without a key is trusted but its
 reports are marked unverified. Reports are cached by branch tip, so an unchanged branch costs a
-ref lookup only.
+ref lookup only. A report that breaks `schemas/report.schema.json` is ignored like a forged one, so
+one broken agent cannot stop the reconciler.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pygit2
+from jsonschema.exceptions import best_match
 
 from agent.contract import MAX_REPORT_BYTES, REPORT_KIND, parse_json_document, verify_document
 from agent.crypto import VerifyKey
 from agent.errors import ContractError
+from reconciler import schemas
 from reconciler.status import ReceivedReport
 
 REPORT_FILE = "report.json"
@@ -79,4 +82,10 @@ def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
     document = parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES)
     if document.get("kind") != REPORT_KIND or document.get("node") != node:
         raise ContractError(f"report of {node} is not a NodeReport for {node}")
+    if not schemas.is_valid("report", document):
+        error = best_match(schemas.validator("report").iter_errors(document))
+        where = "/".join(str(p) for p in error.absolute_path) if error else ""
+        raise ContractError(
+            f"report of {node} breaks the report schema at {where or '/'}: {error and error.message}"
+        )
     return document

@@ -352,6 +352,19 @@ class TestReports:
         )
 
 
+def test_a_malformed_report_is_ignored_not_fatal(tmp_path: Path, key: SigningKey) -> None:
+    """A report that breaks the schema does not stop the pass; the node's status names the problem."""
+    repo = bare_repo(tmp_path / "fleet.git")
+    commit_files(repo, "main", fleet_files())
+    worker = reconciler(repo, key)
+    worker.reconcile(now=NOW)
+    broken = {"apiVersion": "plumb/v1", "kind": "NodeReport", "node": "app-1", "instances": "oops"}
+    commit_files(repo, "plumb/reports/app-1", {"report.json": json.dumps(broken)}, keep=False)
+    assert worker.reconcile(now=NOW).ok
+    status = state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]
+    assert status["state"] == "offline" and "report schema" in status["report"]["problem"]
+
+
 SECRET_FILES = {
     "secrets/db.yaml": "apiVersion: plumb/v1\nkind: Secret\nmetadata: {name: db}\nspec: {data: {password: plumb:sealed:v1:AAAA}}\n",
     "templates/vault.yaml": """\
