@@ -147,6 +147,7 @@ class Reconciler:
     _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo(), init=False)
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
     _compiled: tuple[str, list[SourceFile], Desired] | None = field(default=None, init=False)
+    _plans_read: dict[int, tuple[Mapping[str, Any], NodePlan]] = field(default_factory=dict, init=False)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
@@ -308,7 +309,7 @@ class Reconciler:
         document["signature"] = {"key": self.key.public_b64(), "ed25519": self.key.sign_b64(payload)}
         data = state_json(document, encoded={"resources": texts})
         self._store().remember(str(pygit2.hash(data)), document)
-        _remember_plan(document, plan)
+        self._plans_read[id(document)] = (document, plan)  # the next pass gets back this very NodePlan
         return data
 
     def _signed_by_us(self, inputs: _Inputs, node: str) -> bool:
@@ -317,13 +318,20 @@ class Reconciler:
         return bool(signature.get("key") == self.key.public_b64())
 
     def _previous_plans(self, snapshot: StateSnapshot) -> dict[str, NodePlan]:
+        """The plans on the state branch; documents are cached by blob id, so NodePlans by identity here."""
         plans: dict[str, NodePlan] = {}
+        known, self._plans_read = self._plans_read, {}
         for path in snapshot.files:
-            if path.startswith("plans/") and path.endswith(".json"):
-                document = self._store().try_load(snapshot, path)
-                with contextlib.suppress(ContractError):
-                    if document is not None:
-                        plans[path[len("plans/") : -len(".json")]] = _cached_plan(document)
+            document = self._store().try_load(snapshot, path) if path.startswith("plans/") else None
+            if document is None:
+                continue
+            hit = known.get(id(document))
+            plan = hit[1] if hit is not None and hit[0] is document else None
+            with contextlib.suppress(ContractError):
+                plan = plan or NodePlan.from_document(document)
+            if plan is not None:
+                plans[path[len("plans/") : -len(".json")]] = plan
+                self._plans_read[id(document)] = (document, plan)
         return plans
 
     def _status_docs(
@@ -402,26 +410,6 @@ class Reconciler:
         tip = written or inputs.snapshot.tip
         key = (tip, inputs.desired, tuple(sorted(inputs.tips.items())), self.state_branch)
         self._memo = _Memo(key=key, until=until)
-
-
-_PLAN_CACHE: dict[int, tuple[Mapping[str, Any], NodePlan]] = {}
-
-
-def _remember_plan(document: Mapping[str, Any], plan: NodePlan) -> None:
-    """The plan a document was written from, so the next pass gets back this very NodePlan."""
-    _PLAN_CACHE[id(document)] = (document, plan)
-
-
-def _cached_plan(document: Mapping[str, Any]) -> NodePlan:
-    """NodePlan of a parsed plan document; documents are cached by blob id, so by identity here."""
-    hit = _PLAN_CACHE.get(id(document))
-    if hit is not None and hit[0] is document:
-        return hit[1]
-    plan = NodePlan.from_document(document)
-    if len(_PLAN_CACHE) > 100_000:
-        _PLAN_CACHE.clear()
-    _PLAN_CACHE[id(document)] = (document, plan)
-    return plan
 
 
 def _settings(model: Model) -> PlanSettings:

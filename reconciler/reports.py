@@ -38,9 +38,9 @@ def report_tips(repo: pygit2.Repository, prefix: str) -> dict[str, str]:
 
 @dataclass
 class ReportCache:
-    """Reports already read, by (tip, signing key)."""
+    """The last report read per node, with the tip and signing key it was read for."""
 
-    seen: dict[tuple[str, str | None], ReceivedReport] = field(default_factory=dict)
+    seen: dict[str, tuple[str, str | None, ReceivedReport]] = field(default_factory=dict)
 
 
 def read_reports(
@@ -55,10 +55,11 @@ def read_reports(
     for node, tip in tips.items():
         if node not in keys:
             continue
-        key = (tip, keys[node])
-        if key not in cache.seen:
-            cache.seen[key] = read_report(repo, node=node, tip=tip, signing_key=keys[node])
-        reports[node] = cache.seen[key]
+        hit = cache.seen.get(node)
+        if hit is None or hit[:2] != (tip, keys[node]):
+            hit = (tip, keys[node], read_report(repo, node=node, tip=tip, signing_key=keys[node]))
+            cache.seen[node] = hit
+        reports[node] = hit[2]
     return reports
 
 

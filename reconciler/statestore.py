@@ -62,6 +62,8 @@ class StateStore:
         commit = self.repo[tip].peel(pygit2.Commit)
         files: dict[str, str] = {}
         _walk(commit.tree, "", files)
+        live = set(files.values())
+        self._json = {blob: doc for blob, doc in self._json.items() if blob in live}
         return StateSnapshot(ref=self.ref, tip=tip, tree=str(commit.tree_id), files=files)
 
     def load_json(self, blob_id: str, *, what: str) -> dict[str, Any]:
