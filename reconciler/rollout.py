@@ -46,7 +46,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.model import seconds
+from reconciler.model import Model, seconds
 from reconciler.semver import RangeError, Version
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -302,6 +302,37 @@ def step(
     return Decision(state, _pins(state, context.nodes), _wake_at(state, context))
 
 
+def step_service(
+    model: Model,
+    service: str,
+    *,
+    stored: Mapping[str, Any] | None,
+    observations: Mapping[str, NodeObservation],
+    now: datetime,
+) -> Decision:
+    """`step` for one service of a compiled model, from its stored `status/releases/<service>.json`.
+
+    A stored document that cannot be read counts as none: the rollout is then re-derived from the
+    versions the nodes report.
+    """
+    release = model.versions.get(service)
+    try:
+        previous = RolloutState.from_json(stored) if stored is not None else None
+    except ValueError:
+        previous = None
+    return step(
+        previous,
+        service=service,
+        resolved=release.version if release is not None else None,
+        settings=RolloutSettings.from_spec(release.rollout if release is not None else None),
+        nodes=model.placement.get(service, ()),
+        observations=observations,
+        paused=model.services[service].paused,
+        now=now,
+        releases={r.version for r in model.releases.values() if r.service == service},
+    )
+
+
 def _carry(
     previous: RolloutState | None,
     service: str,
@@ -404,7 +435,9 @@ def _ready_since(state: RolloutState, nodes: Sequence[str], context: _Step) -> d
     ready: dict[str, datetime] = {}
     for node in nodes:
         seen = context.seen(node)
-        if seen.version == state.to_version and seen.ready:
+        if (
+            seen.online and seen.version == state.to_version and seen.ready
+        ):  # an offline node's report is stale
             ready[node] = seen.ready_since or state.ready.get(node) or context.now
     return ready
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconciler.desired import SourceFile, compile_desired
+from reconciler.model import Model
 from reconciler.rollout import (
     Decision,
     NodeObservation,
@@ -20,6 +23,7 @@ from reconciler.rollout import (
     observe,
     order,
     step,
+    step_service,
 )
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
@@ -383,9 +387,9 @@ ROWS = [
         {},
     ),
     Row(
-        "a moved node gone offline still gates its batch",
+        "a moved node gone offline still gates its batch, whatever its last report said",
         rollout(),
-        fleet(n4=OFFLINE),
+        fleet(n4=on("1.5.0", 60, online=False)),
         Phase.PROGRESSING,
         0,
         {"n1": "1.4.0", "n2": "1.4.0", "n3": "1.4.0"},
@@ -894,3 +898,35 @@ def test_stored_document() -> None:
         "nodesDone": 1,
         "reason": "r",
     }
+
+
+SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
+
+
+def shop_model() -> Model:
+    files = [SourceFile(p.relative_to(SHOP).as_posix(), p.read_bytes()) for p in sorted(SHOP.rglob("*.yaml"))]
+    model = compile_desired(files).model
+    assert model is not None
+    return model
+
+
+@pytest.mark.parametrize("stored", [None, {"not": "a rollout"}], ids=["nothing stored", "damaged document"])
+def test_step_service_pins_render_the_old_release(stored: dict[str, Any] | None) -> None:
+    """The shop's api (^1.4 -> 1.5.0) on app-1 and app-3, both running 1.4.0: app-3 moves first, and
+    compile_desired(pins=...) renders app-1 with Release 1.4.0 (its settings: batches 1, 50%, 100%)."""
+    model = shop_model()
+    seen = {"app-1": on("1.4.0"), "app-3": on("1.4.0")}
+    decision = step_service(model, "api", stored=stored, observations=seen, now=NOW)
+    assert decision.state is not None and decision.state.batches == (("app-3",),)
+    assert decision.pins == {"app-1": "1.4.0"}
+    files = [SourceFile(p.relative_to(SHOP).as_posix(), p.read_bytes()) for p in sorted(SHOP.rglob("*.yaml"))]
+    nodes = compile_desired(files, pins={"api": decision.pins}).nodes
+    versions = {
+        n: next(r.spec["version"] for r in nodes[n] if r.id == "service:api") for n in ("app-1", "app-3")
+    }
+    assert versions == {"app-1": "1.4.0", "app-3": "1.5.0"}
+
+
+def test_step_service_without_release_has_no_rollout() -> None:
+    """redis has no Release: no state to store, nothing pinned."""
+    assert step_service(shop_model(), "redis", stored=None, observations={}, now=NOW) == Decision(None, {})
