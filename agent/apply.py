@@ -159,27 +159,28 @@ class _Apply:
 
     def _nginx(self) -> None:
         sites = self.of_kind("nginx")
-        writes = [
-            SiteWrite(r.id, path, self.changes[r.id].previous.get(path))
+        writes = [  # content writes only: a fixed mode needs no nginx -t
+            SiteWrite(r.id, path, previous)
             for r in sites
             if _changed(self.changes, r)
-            for path in self.changes[r.id].paths
+            for path, previous in self.changes[r.id].previous.items()
         ]
         certificates = any(_changed(self.changes, r) for r in self.of_kind("certificate"))
         if not writes and not (certificates and self.host.nginx is not None):
             return
         try:
             outcome = settle_sites(writes, self.host, reload=certificates)
-        except (PlumbError, OSError) as exc:
+        except OSError as exc:  # restoring a site failed: say so, the next apply tries again
             for write in writes:
                 self.changes[write.id] = failed(_describe(exc))
             return
-        for resource_id, complaint in outcome.reverted.items():
-            path = next(w.path for w in writes if w.id == resource_id)
-            self.changes[resource_id] = reverted_change(path, complaint)
-        if outcome.error:
-            for write in writes:
-                self.amend(write.id, failed(outcome.error))
+        for write in writes:
+            if write.id in outcome.reverted:
+                self.changes[write.id] = reverted_change(write.path, outcome.reverted[write.id])
+            elif write.id in outcome.withdrawn:
+                self.changes[write.id] = Change(
+                    Outcome.FAILED, f"{write.path}: previous version kept", error=outcome.error
+                )
 
     def _unit_changes(self, unit: str) -> tuple[str, ...]:
         """What changed in this apply that restarts `unit`: its file, drop-ins, restartOn files."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.errors import PermanentError
-from agent.nginxctl import SITE_DIR
+from agent.errors import PermanentError, PlumbError, TemporaryError
+from agent.nginxctl import SITE_DIR, Nginx
 from agent.plan import PlanResource
 from agent.resources.base import Change, Host, Outcome
 from agent.resources.files import Wanted, ensure_file
@@ -44,11 +44,16 @@ class SiteWrite:
 
 @dataclass(frozen=True)
 class SitesOutcome:
-    """After `nginx -t`: which written sites were reverted and why, and whether nginx reloaded."""
+    """After `nginx -t`: which written sites were reverted and why, and whether nginx reloaded.
 
-    reverted: Mapping[str, str]  # resource id -> nginx's complaint
+    `error` is set when nginx could not test or reload at all; every site written in this apply
+    was then put back (`withdrawn`), so the next apply writes, tests and reloads them again.
+    """
+
+    reverted: Mapping[str, str]  # resource id -> nginx's complaint about that site
     reloaded: bool
     error: str | None = None
+    withdrawn: tuple[str, ...] = ()
 
 
 def _culprits(writes: Sequence[SiteWrite], host: Host, blamed: frozenset[str]) -> list[SiteWrite]:
@@ -56,12 +61,13 @@ def _culprits(writes: Sequence[SiteWrite], host: Host, blamed: frozenset[str]) -
     return named or list(writes)
 
 
-def settle_sites(writes: Sequence[SiteWrite], host: Host, *, reload: bool) -> SitesOutcome:
-    """Test the written sites, revert the ones nginx refuses, then reload if anything is left to load."""
-    nginx = host.nginx
+def _test_and_reload(
+    nginx: Nginx | None, pending: list[SiteWrite], host: Host, *, reload: bool
+) -> dict[str, str]:
+    """Revert what `nginx -t` blames until it passes, then reload; PlumbError if nginx cannot be driven."""
     if nginx is None:
-        raise PermanentError("nginx resources need nginx (--nginx-binary)")
-    pending, reverted = list(writes), {}
+        raise PermanentError("nginx resources need an nginx to drive (--nginx-binary, --nginx-config)")
+    reverted: dict[str, str] = {}
     result = nginx.test()
     while not result.ok and pending:
         for write in _culprits(pending, host, result.files()):
@@ -70,11 +76,21 @@ def settle_sites(writes: Sequence[SiteWrite], host: Host, *, reload: bool) -> Si
             pending.remove(write)
         result = nginx.test()
     if not result.ok:
-        return SitesOutcome(
-            reverted, False, f"nginx -t fails even without this apply's sites: {result.summary()}"
-        )
+        raise TemporaryError(f"nginx -t fails even without this apply's sites: {result.summary()}")
     if pending or reload:
         nginx.reload()
+    return reverted
+
+
+def settle_sites(writes: Sequence[SiteWrite], host: Host, *, reload: bool) -> SitesOutcome:
+    """Test the written sites, revert the ones nginx refuses, then reload if anything is left to load."""
+    pending = list(writes)
+    try:
+        reverted = _test_and_reload(host.nginx, pending, host, reload=reload)
+    except PlumbError as exc:
+        for write in pending:
+            restore(host, write.path, write.previous)
+        return SitesOutcome({}, False, str(exc), tuple(w.id for w in pending))
     return SitesOutcome(reverted, bool(pending or reload))
 
 

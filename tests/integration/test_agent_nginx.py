@@ -143,3 +143,25 @@ def test_systemd_analyze_refuses_bad_units(tmp_path: Path, name: str, content: s
         converge_unit(PlanResource(entry["id"], "unit", "api", spec, entry["digest"]), host)
     assert (unit_dir / "api.service").read_text() == GOOD_UNIT
     assert verify_unit_file(unit_dir / "api.service") is None
+
+
+def test_site_is_withdrawn_while_nginx_is_down_and_goes_live_when_it_is_back(tmp_path: Path) -> None:
+    """A reload that fails puts the site back as it was, so the next apply tests and reloads it again."""
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed")
+    prefix, sites = tmp_path / "nginx", tmp_path / "world" / "root" / "etc/nginx/conf.d"
+    sites.mkdir(parents=True)
+    control = Nginx(binary=NGINX, config=_main_config(prefix, sites), prefix=prefix)
+    running = RunningNginx(control, free_port())
+    world = AgentWorld(tmp_path / "world", nginx=control)
+    world.publish([resource("nginx", site(running.port, "back"))])
+    assert not world.agent().run(once=True).ok
+    assert world.report()["resources"][0]["outcome"] == "failed"
+    assert not world.path("/etc/nginx/conf.d/shop.conf").exists()
+    subprocess.run([NGINX, "-p", str(prefix), "-c", str(control.config)], check=True)
+    try:
+        assert world.agent().run(once=True).ok
+        assert running.serves("back")
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((prefix / "nginx.pid").read_text()), signal.SIGQUIT)
