@@ -171,13 +171,22 @@ def set_version(text: str, *, service: str, version: str) -> tuple[str, str | No
     spec = _spec_node(text, service)
     for key, value in spec.value:
         if isinstance(key, yaml.ScalarNode) and key.value == "version":
-            start, end = value.start_mark.index, value.end_mark.index
-            new = _scalar(version, value.style if isinstance(value, yaml.ScalarNode) else '"')
-            return text[:start] + new + text[end:], text[start:end], new
+            return _replace_value(text, key, value, version)
     first = spec.value[0][0].start_mark
     new = _scalar(version, '"')
-    insert = f"version: {new}, " if spec.flow_style else f"version: {new}\n{' ' * first.column}"
+    newline = "\r\n" if "\r\n" in text else "\n"
+    insert = f"version: {new}, " if spec.flow_style else f"version: {new}{newline}{' ' * first.column}"
     return text[: first.index] + insert + text[first.index :], None, new
+
+
+def _replace_value(text: str, key: yaml.Node, value: yaml.Node, version: str) -> tuple[str, str, str]:
+    start, end = value.start_mark.index, value.end_mark.index
+    if not isinstance(value, yaml.ScalarNode) or start < key.end_mark.index:
+        raise UsageError(
+            "spec.version is not a plain value written after its key (an alias?); edit it by hand"
+        )
+    new = _scalar(version, value.style)
+    return text[:start] + new + text[end:], text[start:end], new
 
 
 def _scalar(version: str, style: str | None) -> str:

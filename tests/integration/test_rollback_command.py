@@ -243,6 +243,13 @@ def test_help_teaches() -> None:
 SERVICE = "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: api}\n"
 
 
+def test_set_version_refuses_an_alias() -> None:
+    """An aliased value is shared with its anchor: changing it there could change more than the version."""
+    text = "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: api, annotations: {v: &v '1.5.0'}}\nspec:\n  version: *v\n"
+    with pytest.raises(UsageError, match="edit it by hand"):
+        set_version(text, service="api", version="1.4.0")
+
+
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
@@ -286,6 +293,11 @@ SERVICE = "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: api}\n"
             + "spec: {version: '1.5.0'}\n---\n"
             + SERVICE
             + "spec: {version: '1.4.0'}\n",
+        ),
+        (
+            "CRLF line endings kept",
+            SERVICE.replace("\n", "\r\n") + "spec:\r\n  template: t\r\n",
+            SERVICE.replace("\n", "\r\n") + 'spec:\r\n  version: "1.4.0"\r\n  template: t\r\n',
         ),
         (
             "non-ASCII before it",
