@@ -65,9 +65,10 @@ def rollback(service: str, to: str | None, message: str | None, repo_path: Path,
 
     The previous Release is the highest one below the version SERVICE resolves to now on the tip
     of --branch. The commit changes one line of the Service's file, e.g. `version: "^1.5"` becomes
-    `version: "1.4.0"`; the reconciler then rolls the fleet back like any other change. To undo it,
-    revert the commit or set `version` again. The branch is moved only if it has not moved meanwhile;
-    push it as usual when --repo is a clone.
+    `version: "1.4.0"`; the reconciler then moves the fleet as for any other change: at once
+    back to the version an unfinished (or failed) rollout started from, otherwise batch by batch
+    as the older Release's rollout says. To undo it, revert the commit or set `version` again.
+    The branch is moved only if it has not moved meanwhile; push it as usual when --repo is a clone.
 
     Refused with exit status 1: an unknown service, no earlier Release, a --to with no Release,
     or a service already at that version.
