@@ -182,18 +182,23 @@ class _Apply:
                     Outcome.FAILED, f"{write.path}: previous version kept", error=outcome.error
                 )
 
+    def _touched(self) -> set[str]:
+        """Paths written in this apply, or whose spec no apply has finished yet (failed or killed midway)."""
+        touched = {p for c in self.changes.values() if c.outcome is Outcome.CHANGED for p in c.paths}
+        for resource in self.plan.resources:
+            if self.ledger.get(resource.id, {}).get("digest") != resource.digest:
+                path = identity(resource.kind, resource.spec).get("path")
+                touched |= {path} if isinstance(path, str) else set()
+        return touched
+
     def _unit_changes(self, unit: str) -> tuple[str, ...]:
-        """What changed in this apply that restarts `unit`: its file, drop-ins, restartOn files."""
-        restart_on: set[str] = set()
-        changed: list[str] = []
-        for resource in self.of_kind("unit"):
-            if resource.spec["name"] != unit:
-                continue
-            restart_on |= set(resource.spec.get("restartOn", []))
-            if _changed(self.changes, resource) and self.changes[resource.id].paths:
-                changed.append(unit_path(resource.spec))
-        written = {p for c in self.changes.values() if c.outcome is Outcome.CHANGED for p in c.paths}
-        return tuple(changed + sorted(restart_on & written))
+        """What restarts `unit`: its file, a drop-in or a restartOn file changed, with no restart since."""
+        mine = [r for r in self.of_kind("unit") if r.spec["name"] == unit]
+        watched = [unit_path(r.spec) for r in mine] + sorted(
+            {p for r in mine for p in r.spec.get("restartOn", [])}
+        )
+        touched = self._touched()
+        return tuple(path for path in watched if path in touched)
 
     def _service_for(self, unit: PlanResource) -> PlanResource | None:
         for service in self.of_kind("service"):

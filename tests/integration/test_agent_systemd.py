@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 STAND_IN = """#!/bin/sh
 state="$PLUMB_FAKE_SYSTEMD"
 echo "$*" >> "$state/calls"
+if [ -e "$state/fail-$1" ]; then rm "$state/fail-$1"; exit 1; fi
 case "$1" in
   daemon-reload) ;;
   start|restart) echo active > "$state/$2.active" ;;
@@ -102,4 +103,19 @@ def test_unit_refused_by_systemd_analyze_is_never_loaded(systemd: Path, tmp_path
     assert not world.agent().run(once=True).ok
     assert "refused by verification" in world.report()["resources"][0]["error"]
     assert not world.path("/etc/systemd/system/api.service").exists()
+    assert calls(systemd) == []
+
+
+def test_a_failed_restart_is_tried_again_at_the_next_apply(systemd: Path, tmp_path: Path) -> None:
+    """When a restart fails, the unit is restarted at the next apply even though no file changes then."""
+    world = AgentWorld(tmp_path / "node", runtime="systemd")
+    world.publish(api())
+    world.agent().run(once=True)
+    world.publish(api(content="/bin/sleep 7200"))
+    (systemd / "fail-restart").touch()
+    assert not world.agent().run(once=True).ok
+    calls(systemd)
+    assert world.agent().run(once=True).ok
+    assert calls(systemd) == ["restart api.service"]
+    world.agent().run(once=True)
     assert calls(systemd) == []
