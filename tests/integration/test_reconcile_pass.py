@@ -13,6 +13,7 @@ import pytest
 
 from agent.contract import sign_document, verify_document
 from agent.crypto import SealingKey, SigningKey, unseal
+from reconciler import schemas
 from reconciler.errors import RewindRefused
 from reconciler.reconcile import Reconciler
 from reconciler.statestore import LocalLocation
@@ -209,6 +210,7 @@ class TestPass:
         assert set(found) == {"app-1", "app-2", "app-3", "edge-1"}
         for plan in found.values():
             verify_document(plan, key.verify_key(), what="plan")
+            assert list(schemas.validator("plan").iter_errors(plan)) == []
             assert plan["serial"] == 1
         ids = [r["id"] for r in found["app-1"]["resources"]]
         assert ids.index("file:/srv/svc-1/index.html") < ids.index("unit:svc-1.service")
@@ -390,6 +392,7 @@ def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, ke
     commit_files(repo, "main", files)
     reconciler(repo, key).reconcile(now=NOW)
     found = plans(repo)
+    assert list(schemas.validator("plan").iter_errors(found["app-1"])) == []
     sealed = next(r for r in found["app-1"]["resources"] if r["id"] == "file:/srv/vault/db.conf")
     assert "content" not in sealed["spec"]
     assert unseal(sealed["spec"]["sealed"], sealing, context="app-1|file:/srv/vault/db.conf").startswith(
