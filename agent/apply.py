@@ -12,6 +12,7 @@ resource whose spec had already been applied (same digest in the ledger).
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
@@ -182,7 +183,8 @@ class _Apply:
                     Outcome.FAILED, f"{write.path}: previous version kept", error=outcome.error
                 )
 
-    def _touched(self) -> set[str]:
+    @functools.cached_property
+    def touched(self) -> set[str]:
         """Paths written in this apply, or whose spec no apply has finished yet (failed or killed midway)."""
         touched = {p for c in self.changes.values() if c.outcome is Outcome.CHANGED for p in c.paths}
         for resource in self.plan.resources:
@@ -197,8 +199,7 @@ class _Apply:
         watched = [unit_path(r.spec) for r in mine] + sorted(
             {p for r in mine for p in r.spec.get("restartOn", [])}
         )
-        touched = self._touched()
-        return tuple(path for path in watched if path in touched)
+        return tuple(path for path in watched if path in self.touched)
 
     def _service_for(self, unit: PlanResource) -> PlanResource | None:
         for service in self.of_kind("service"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
+import structlog
 
 from agent.cli import enroll_keys
 from agent.contract import resource_digest, resources_digest, sign_document, to_file_json
@@ -172,6 +174,7 @@ def _report(options: AgentOptions, total: int, files: int, units: int, sites: in
 
 
 def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     base = Path(tempfile.mkdtemp(prefix="plumb-bench-agent-"))
     try:
         measure(base, files=196, units=50, sites=50)
