@@ -270,8 +270,15 @@ def render_text(result: Review) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(result: Review) -> str:
-    """A pull-request comment: a summary table, then a collapsible section per node."""
+MARKDOWN_LIMIT = 60_000  # GitHub refuses comments over 65,536 characters
+
+
+def render_markdown(result: Review, *, limit: int = MARKDOWN_LIMIT) -> str:
+    """A pull-request comment: a summary table, then a collapsible section per node.
+
+    A comment that would be longer than `limit` drops the diffs first, then the sections of the
+    last nodes, and says so; the table always lists every node.
+    """
     title = f"### Plumb plan: `{result.base[:12]}` → `{result.head[:12]}`\n"
     if not result.ok:
         found = "\n".join(f"- `{f.path}:{f.line}:{f.column}` {f.message} [{f.code}]" for f in result.findings)
@@ -280,17 +287,28 @@ def render_markdown(result: Review) -> str:
         return f"{title}\nNo node would change.\n"
     table = ["| Node | Changes |", "| --- | --- |"]
     table += [f"| `{n.node}` | {n.summary()} |" for n in result.nodes]
-    sections = [_markdown_node(n) for n in result.nodes]
-    count = f"{len(result.nodes)} node(s) would change.\n"
-    return title + "\n" + count + "\n" + "\n".join(table) + "\n\n" + "\n".join(sections)
+    head = title + f"\n{len(result.nodes)} node(s) would change.\n\n" + "\n".join(table) + "\n\n"
+    sections = [_markdown_node(n, diffs=True) for n in result.nodes]
+    if len(head) + sum(map(len, sections)) <= limit:
+        return head + "\n".join(sections)
+    note = "_Diffs left out to fit a pull-request comment; `plumb plan --format text` shows them._\n\n"
+    body, shown = head + note, 0
+    for node in result.nodes:
+        section = _markdown_node(node, diffs=False)
+        if len(body) + len(section) > limit:
+            break
+        body, shown = body + section + "\n", shown + 1
+    if shown < len(result.nodes):
+        body += f"_…and {len(result.nodes) - shown} more node(s)._\n"
+    return body
 
 
-def _markdown_node(node: NodeReview) -> str:
+def _markdown_node(node: NodeReview, *, diffs: bool) -> str:
     actions = "\n".join(f"- **{a.kind.value}** `{a.target}`: {a.reason}" for a in node.actions)
-    diffs = "\n".join(f"```diff\n{diff}```\n" for _, diff in node.diffs if diff)
+    shown = "\n".join(f"```diff\n{diff}```\n" for _, diff in node.diffs if diff) if diffs else ""
     return (
         f"<details><summary><code>{node.node}</code>: {node.summary()}</summary>\n\n"
-        f"{actions}\n\n{diffs}\n</details>\n"
+        f"{actions}\n\n{shown}\n</details>\n"
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agent.contract import resource_digest
-from reconciler.review import diff_entries, unified_diff
+from reconciler.review import NodeReview, Review, diff_entries, render_markdown, unified_diff
 
 
 def entry(ident: str, spec: dict[str, Any], service: str = "api") -> dict[str, Any]:
@@ -152,3 +152,33 @@ def test_unified_diff(
     lines = unified_diff("file:/etc/api/c", old, new, secret=secret).splitlines()
     assert all(p in lines for p in present), lines
     assert not any(a in line for a in absent for line in lines), lines
+
+
+def _review(nodes: int) -> Review:
+    actions = diff_entries([CONF], [CONF2])
+    diffs = (("file:/etc/api/c", unified_diff("file:/etc/api/c", CONF, CONF2)),)
+    reviews = tuple(NodeReview(node=f"n{i}", actions=actions, diffs=diffs) for i in range(nodes))
+    return Review(base="a" * 40, head="b" * 40, nodes=reviews)
+
+
+# name, nodes, limit, diffs shown, sections shown, "more" note
+MARKDOWN = [
+    ("fits: everything", 3, 60_000, True, 3, False),
+    ("too long with diffs: actions only", 3, 800, False, 3, False),
+    ("too long even without diffs: last nodes left out", 10, 800, False, 3, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes", "limit", "diffs", "sections", "more"), MARKDOWN, ids=[m[0] for m in MARKDOWN]
+)
+def test_markdown_fits_a_pull_request_comment(
+    name: str, nodes: int, limit: int, diffs: bool, sections: int, more: bool
+) -> None:
+    """The table lists every node; diffs, then sections, give way to the size limit."""
+    text = render_markdown(_review(nodes), limit=limit)
+    assert len(text) <= limit
+    assert text.count("| `n") == nodes
+    assert ("```diff" in text) is diffs
+    assert text.count("<details>") == sections
+    assert ("more node(s)" in text) is more
