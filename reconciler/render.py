@@ -124,6 +124,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9
 @lru_cache(maxsize=8192)
 def _split(source: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]] | None:
     """Text pieces and dotted names of a string made only of text and `{{ a.b.c }}`; else None."""
+    if "\r" in source:
+        return None  # Jinja2 normalises line endings; leave that to it
     texts, names, last = [], [], 0
     for match in _PLACEHOLDER.finditer(source):
         texts.append(source[last : match.start()])

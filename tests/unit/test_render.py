@@ -120,7 +120,7 @@ _texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_s
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(parts=st.lists(st.tuples(_texts, _names), max_size=4), tail=_texts)
 def test_fast_substitution_equals_jinja(parts: list[tuple[str, str]], tail: str) -> None:
     """The no-Jinja path for `text {{ a.b }} text` gives exactly what the sandbox gives, errors included."""
