@@ -120,6 +120,8 @@ def _changed(changes: Mapping[str, Change], resource: PlanResource) -> bool:
 
 @dataclass
 class _Apply:
+    """One apply in progress: the plan, the host, and what each phase found so far."""
+
     plan: Plan
     host: Host
     ledger: Mapping[str, Any]
@@ -208,21 +210,26 @@ class _Apply:
         return None
 
     def units(self) -> None:
-        hooked: set[str] = set()
+        """Settle each unit, wrapped in its service's release hooks; then hooks of services without a unit."""
+        with_unit: set[str] = set()
         for resource in self.of_kind("unit"):
-            if resource.spec.get("dropIn") or self.changes[resource.id].outcome is Outcome.FAILED:
+            if resource.spec.get("dropIn"):
                 continue
             service = self._service_for(resource)
-            if service is not None and not self._hooks(service, "pre"):
-                self.amend(resource.id, Change(Outcome.SKIPPED, "not started: a preStart hook failed"))
-                continue
-            self._settle(resource, service)
-            if service is not None:
-                self._hooks(service, "post")
-                hooked.add(service.id)
+            with_unit |= {service.id} if service is not None else set()
+            if self.changes[resource.id].outcome is not Outcome.FAILED:
+                self._settle_with_hooks(resource, service)
         for service in self.of_kind("service"):
-            if service.id not in hooked and self._hooks(service, "pre"):
+            if service.id not in with_unit and self._hooks(service, "pre"):
                 self._hooks(service, "post")
+
+    def _settle_with_hooks(self, resource: PlanResource, service: PlanResource | None) -> None:
+        if service is not None and not self._hooks(service, "pre"):
+            self.amend(resource.id, Change(Outcome.SKIPPED, "not started: a preStart hook failed"))
+            return
+        self._settle(resource, service)
+        if service is not None and self.changes[resource.id].outcome is not Outcome.FAILED:
+            self._hooks(service, "post")
 
     def _settle(self, resource: PlanResource, service: PlanResource | None) -> None:
         spec = service.spec if service is not None else {}

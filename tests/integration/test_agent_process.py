@@ -217,3 +217,18 @@ def test_missing_executable_is_reported(world: AgentWorld) -> None:
     assert not world.agent().run(once=True).ok
     entry = world.report()["resources"][0]
     assert entry["outcome"] == "failed" and "/nonexistent/ghost" in entry["error"]
+
+
+def test_failed_pre_start_hook_keeps_the_unit_down_and_is_retried(world: AgentWorld, tmp_path: Path) -> None:
+    """A failing preStart hook leaves the unit unstarted and the service failed; the next apply retries it."""
+    gate = tmp_path / "gate"
+    hooks = {"preStart": [f"test -e {gate}"]}
+    world.publish(web_service(free_port(), hooks=hooks))
+    assert not world.agent().run(once=True).ok
+    report = world.report()
+    outcomes = {e["id"]: e["outcome"] for e in report["resources"]}
+    assert outcomes["service:web"] == "failed" and outcomes["unit:web.service"] != "failed"
+    assert report["instances"][0]["pid"] is None
+    gate.touch()
+    assert world.agent().run(once=True).ok
+    assert world.report()["instances"][0]["pid"] is not None
