@@ -10,6 +10,7 @@ output (paths, conflicts, ports) come from `reconciler.desired`.
 from __future__ import annotations
 
 import difflib
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -371,6 +372,12 @@ class _References:
                 f"version {release.version} of {release.service!r} is also released by {twins[0].name!r}"
             )
             self.checks.add(release.doc, ("spec", "version"), message, "duplicate-release")
+        zone = (release.rollout.get("window") or {}).get("timezone")
+        if isinstance(zone, str) and not _known_zone(zone):
+            at = ("spec", "rollout", "window", "timezone")
+            self.checks.add(
+                release.doc, at, f"unknown time zone {zone!r} (an IANA name such as Europe/Paris)", "schema"
+            )
 
     def _certificate(self, certificate: Certificate) -> None:
         issuers = self.model.repository.issuers
@@ -388,6 +395,14 @@ class _References:
             self.checks.add(
                 first.doc, ("spec", "dependsOn", index), f"dependency cycle: {path}", "dependency-cycle"
             )
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _hint(name: str, known: Iterable[str]) -> str:

@@ -421,6 +421,16 @@ CASES = [
         7,
     ),
     Case(
+        "unknown-time-zone",
+        {
+            "releases/api-1.0.0.yaml": BASE["releases/api-1.0.0.yaml"]
+            + "  rollout: {window: {start: '09:00', end: '17:00', timezone: Mars/Olympus}}\n"
+        },
+        "schema",
+        "releases/api-1.0.0.yaml",
+        8,
+    ),
+    Case(
         "resource-two-kinds",
         {
             "templates/web.yaml": doc(
