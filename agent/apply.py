@@ -20,12 +20,21 @@ from typing import Any
 
 from agent import fsops
 from agent.errors import PlumbError
+from agent.nginxctl import SITE_DIR
 from agent.plan import Plan, PlanResource
 from agent.resources.artifacts import converge_artifact
 from agent.resources.base import Change, Host, Outcome, failed, unchanged
 from agent.resources.certificates import converge_certificate
 from agent.resources.files import converge_directory, converge_file
-from agent.resources.nginx import SiteWrite, converge_site, reverted_change, settle_sites, site_path
+from agent.resources.nginx import (
+    SiteWrite,
+    backup_of,
+    converge_site,
+    drop_backups,
+    reverted_change,
+    settle_sites,
+    site_path,
+)
 from agent.resources.services import HookRun, run_hooks
 from agent.resources.units import converge_unit, settle_unit, unit_path
 
@@ -167,7 +176,7 @@ class _Apply:
             for r in sites
             if _changed(self.changes, r)
             for path, previous in self.changes[r.id].previous.items()
-        ]
+        ] + self._unfinished_sites(sites)
         certificates = any(_changed(self.changes, r) for r in self.of_kind("certificate"))
         if not writes and not (certificates and self.host.nginx is not None):
             return
@@ -177,6 +186,7 @@ class _Apply:
             for write in writes:
                 self.changes[write.id] = failed(_describe(exc))
             return
+        drop_backups(self.host)
         for write in writes:
             if write.id in outcome.reverted:
                 self.changes[write.id] = reverted_change(write.path, outcome.reverted[write.id])
@@ -194,6 +204,20 @@ class _Apply:
                 path = identity(resource.kind, resource.spec).get("path")
                 touched |= {path} if isinstance(path, str) else set()
         return touched
+
+    def _unfinished_sites(self, sites: list[PlanResource]) -> list[SiteWrite]:
+        """Sites a killed apply wrote but never tested: their content is on disk, their backup in state."""
+        unfinished = []
+        for resource in sites:
+            if _changed(self.changes, resource) or self.changes[resource.id].outcome is Outcome.FAILED:
+                continue
+            found, previous = backup_of(self.host, resource.spec["site"])
+            if found:
+                path = site_path(
+                    resource.spec["site"], self.host.nginx.site_dir if self.host.nginx else SITE_DIR
+                )
+                unfinished.append(SiteWrite(resource.id, path, previous))
+        return unfinished
 
     def _unit_changes(self, unit: str) -> tuple[str, ...]:
         """What restarts `unit`: its file, a drop-in or a restartOn file changed, with no restart since."""

@@ -4,33 +4,70 @@ Phase one writes the site like any file. Phase two (`settle_sites`) runs `nginx 
 fails, the sites nginx blames (or, if it names none of them, every site changed in this apply) are
 put back as they were and reported failed, and the test runs again; the running nginx is only
 reloaded once the test passes, so it never sees a broken config.
+
+What a site held before it was first rewritten is kept in `<state-dir>/nginx-backups/` until the
+test and reload are done, so an agent killed in between still tests, and if need be reverts,
+that site when it finishes the apply on its next start.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from agent import fsops
 from agent.errors import PermanentError, PlumbError, TemporaryError
 from agent.nginxctl import SITE_DIR, Nginx
 from agent.plan import PlanResource
 from agent.resources.base import Change, Host, Outcome
 from agent.resources.files import Wanted, ensure_file
 from agent.resources.units import restore
+from agent.state import read_json, write_json
+
+BACKUP_DIR = "nginx-backups"
 
 
 def site_path(site: str, site_dir: str = SITE_DIR) -> str:
     return f"{site_dir}/{site}.conf"
 
 
+def _backup(host: Host, site: str) -> Path:
+    return host.state_dir / BACKUP_DIR / f"{site}.json"
+
+
+def keep_backup(host: Host, site: str, previous: bytes | None) -> None:
+    """Remember what a site held before this apply (the first time only: that is what nginx runs)."""
+    path = _backup(host, site)
+    if not path.exists():
+        write_json(
+            path, {"previous": None if previous is None else previous.decode(errors="surrogateescape")}
+        )
+
+
+def backup_of(host: Host, site: str) -> tuple[bool, bytes | None]:
+    """(found, what the site held before an unfinished apply)."""
+    record = read_json(_backup(host, site))
+    if record is None:
+        return False, None
+    previous = record["previous"]
+    return True, None if previous is None else str(previous).encode(errors="surrogateescape")
+
+
+def drop_backups(host: Host) -> None:
+    shutil.rmtree(host.state_dir / BACKUP_DIR, ignore_errors=True)
+
+
 def converge_site(resource: PlanResource, host: Host) -> Change:
-    """Phase one: write the site file (mode 0644)."""
+    """Phase one: write the site file (mode 0644), after keeping what it held for a revert."""
     site_dir = host.nginx.site_dir if host.nginx is not None else SITE_DIR
-    return ensure_file(
-        host,
-        site_path(resource.spec["site"], site_dir),
-        Wanted(resource.spec["content"].encode(), 0o644, -1, -1),
-    )
+    path = site_path(resource.spec["site"], site_dir)
+    content = resource.spec["content"].encode()
+    have = fsops.observe(host.root, host.confinement.parts(path))
+    if have.content != content:
+        keep_backup(host, resource.spec["site"], have.content)
+    return ensure_file(host, path, Wanted(content, 0o644, -1, -1))
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,26 @@ def test_site_is_withdrawn_while_nginx_is_down_and_goes_live_when_it_is_back(tmp
     finally:
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((prefix / "nginx.pid").read_text()), signal.SIGQUIT)
+
+
+def test_agent_killed_before_nginx_test_reverts_a_bad_site_on_restart(
+    nginx: RunningNginx, tmp_path: Path
+) -> None:
+    """Sites written by an apply that died before `nginx -t` are tested at the next start, and reverted if bad."""
+    from agent.apply import write_phase
+
+    world = AgentWorld(tmp_path / "world", nginx=nginx.nginx)
+    world.publish([resource("nginx", site(nginx.port, "v1"))])
+    world.agent().run(once=True)
+    assert nginx.serves("v1")
+    document = world.publish([resource("nginx", site(nginx.port, "v2", extra="bogus_directive on;"))])
+    killed = world.agent()  # what a killed apply leaves: plan and journal saved, sites written, no test
+    plan = killed._verify(document)
+    killed.state.save("plan", document)
+    killed.state.save("journal", {"serial": plan.serial, "digest": plan.digest, "fresh": {}})
+    write_phase(plan, killed.host_for(plan))
+    assert "bogus_directive" in world.path("/etc/nginx/conf.d/shop.conf").read_text()
+    assert not world.agent().run(once=True).ok
+    assert "'v1'" in world.path("/etc/nginx/conf.d/shop.conf").read_text()
+    assert world.report()["resources"][0]["outcome"] == "failed"
+    assert nginx.get() == "v1"
