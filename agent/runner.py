@@ -149,6 +149,15 @@ class Agent:
         except PlumbError:
             return None
 
+    def _kept_plan(self) -> Plan | None:
+        """The last verified plan, when no newer one can be applied; expiry only warns here."""
+        plan = self.stored_plan()
+        if plan is not None and plan.expires <= self.clock():
+            log.warning(
+                "the applied plan has expired; keeping it until a fresh one arrives", serial=plan.serial
+            )
+        return plan
+
     # -- apply -------------------------------------------------------------------------------
 
     def recover(self) -> ApplyResult | None:
@@ -234,7 +243,7 @@ class Agent:
                     "plan rejected", node=self.options.node, serial=rejected["serial"], reason=str(exc)
                 )
         fresh_plan = plan is not None
-        plan = plan or self.stored_plan()
+        plan = plan or self._kept_plan()
         result = self.apply(plan) if plan is not None else None
         report = self._report(plan, result, rejected)
         pushed = self._maybe_push(report, plan, result, rejected, force=force_report)
