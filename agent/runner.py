@@ -94,6 +94,9 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.state = StateDir(self.options.state_dir)
+        if not self.state.signing_key.exists():
+            enroll = f"plumb-agent enroll --node {self.options.node}"
+            raise PermanentError(f"{self.state.signing_key}: no node key; run `{enroll}` first")
         self.signing_key = SigningKey.load(self.state.signing_key)
         self.sealing_key = (
             SealingKey.load(self.state.sealing_key) if self.state.sealing_key.exists() else None

@@ -103,3 +103,11 @@ def test_run_over_ssh_refuses_an_unknown_host_key(tmp_path: Path, sshd: SshServe
     assert result.returncode == 1
     assert f"127.0.0.1 port {sshd.port}" in result.stderr and str(empty) in result.stderr
     assert not world.path("/etc/plumb/a").exists()
+
+
+def test_run_before_enroll_says_what_to_do(tmp_path: Path) -> None:
+    """Without node keys the agent refuses to run and names the enroll command."""
+    world = AgentWorld(tmp_path)
+    (world.state_dir / "signing.key").unlink()
+    result = plumb_agent(*world.cli_args(), "--once")
+    assert result.returncode == 1 and "plumb-agent enroll --node web-1" in result.stderr
