@@ -15,7 +15,9 @@ import fcntl
 import hashlib
 import json
 import os
+import struct
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,11 +94,15 @@ class StateStore:
         self, *, base: StateSnapshot, changes: Mapping[str, bytes | None], message: str, when: datetime
     ) -> str:
         """Write a commit on top of `base` with `changes` (None deletes a file); the ref is not moved."""
-        tree = _build_tree(self.repo, base.tree, _nest(changes))
-        signature = pygit2.Signature(AUTHOR_NAME, AUTHOR_EMAIL, int(when.timestamp()), 0)
-        parents = [pygit2.Oid(hex=base.tip)] if base.tip else []
-        oid = self.repo.create_commit(None, signature, signature, message, tree, parents)
-        return str(oid)
+        objects = _Objects(self.repo)
+        tree = _build_tree(self.repo, objects, base.tree, _nest(changes)) or objects.add("tree", b"")
+        author = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}> {int(when.timestamp())} +0000"
+        header = [f"tree {tree}", *([f"parent {base.tip}"] if base.tip else []), f"author {author}"]
+        commit = objects.add(
+            "commit", ("\n".join([*header, f"committer {author}"]) + "\n\n" + message).encode()
+        )
+        objects.write()
+        return commit
 
 
 _COMPACT = json.JSONEncoder(sort_keys=True, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
@@ -146,27 +152,129 @@ def _nest(changes: Mapping[str, bytes | None]) -> dict[str, Any]:
     return root
 
 
-def _build_tree(repo: pygit2.Repository, base: str | None, changes: Mapping[str, Any]) -> pygit2.Oid:
-    old = repo[base].peel(pygit2.Tree) if base else None
-    builder = repo.TreeBuilder(old) if old is not None else repo.TreeBuilder()
-    for name, change in sorted(changes.items()):
-        existing = old[name] if old is not None and name in old else None
-        if isinstance(change, dict):
-            sub = _build_tree(repo, str(existing.id) if existing is not None else None, change)
-            if len(repo[sub].peel(pygit2.Tree)) == 0:
-                _remove(builder, name)
-            else:
-                builder.insert(name, sub, pygit2.GIT_FILEMODE_TREE)
-        elif change is None:
-            _remove(builder, name)
+_TREE, _BLOB = 0o40000, 0o100644
+_PACK_TYPES = {"commit": 1, "tree": 2, "blob": 3}
+_ODB_TYPES = {
+    "commit": pygit2.GIT_OBJECT_COMMIT,
+    "tree": pygit2.GIT_OBJECT_TREE,
+    "blob": pygit2.GIT_OBJECT_BLOB,
+}
+PACK_THRESHOLD = 64  # a commit with more new objects than this is written as one pack, not loose files
+
+
+class _Objects:
+    """The new objects of one commit, kept in memory and written together once complete.
+
+    A few objects are written loose; many (a cold reconcile writes thousands of plans and status
+    files) go into one pack, so the file system sees two files instead of thousands.
+    """
+
+    def __init__(self, repo: pygit2.Repository) -> None:
+        self.repo = repo
+        self.pending: dict[str, tuple[str, bytes]] = {}
+
+    def add(self, kind: str, data: bytes) -> str:
+        oid = hashlib.sha1(f"{kind} {len(data)}\0".encode() + data, usedforsecurity=False).hexdigest()
+        self.pending.setdefault(oid, (kind, data))
+        return oid
+
+    def write(self) -> None:
+        new = {oid: item for oid, item in self.pending.items() if pygit2.Oid(hex=oid) not in self.repo.odb}
+        if len(new) <= PACK_THRESHOLD:
+            for kind, data in new.values():
+                self.repo.odb.write(_ODB_TYPES[kind], data)
         else:
-            builder.insert(name, repo.create_blob(change), pygit2.GIT_FILEMODE_BLOB)
-    return builder.write()
+            write_pack(Path(self.repo.path) / "objects" / "pack", new)
 
 
-def _remove(builder: pygit2.TreeBuilder, name: str) -> None:
-    if builder.get(name) is not None:
-        builder.remove(name)
+def _build_tree(
+    repo: pygit2.Repository, objects: _Objects, base: str | None, changes: Mapping[str, Any]
+) -> str | None:
+    """The id of `base` with `changes` applied (None when the result is empty); subtrees kept by id."""
+    old = repo[base].peel(pygit2.Tree) if base else None
+    entries = {str(e.name): (int(e.filemode), str(e.id)) for e in old} if old is not None else {}
+    for name, change in changes.items():
+        if isinstance(change, dict):
+            existing = entries.get(name)
+            sub = _build_tree(
+                repo, objects, existing[1] if existing and existing[0] == _TREE else None, change
+            )
+            if sub is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = (_TREE, sub)
+        elif change is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = (_BLOB, objects.add("blob", change))
+    return objects.add("tree", _tree_bytes(entries)) if entries else None
+
+
+def _tree_bytes(entries: Mapping[str, tuple[int, str]]) -> bytes:
+    """Git's tree encoding: entries sorted by name, a tree's name compared as if it ended in '/'."""
+
+    def order(name: str) -> bytes:
+        return (name + "/" if entries[name][0] == _TREE else name).encode()
+
+    return b"".join(
+        f"{entries[name][0]:o} {name}".encode() + b"\0" + bytes.fromhex(entries[name][1])
+        for name in sorted(entries, key=order)
+    )
+
+
+def write_pack(directory: Path, objects: Mapping[str, tuple[str, bytes]]) -> None:
+    """Write whole (undeltified) objects as one pack and its version-2 index, the index last."""
+    body = bytearray(b"PACK" + struct.pack(">II", 2, len(objects)))
+    index: list[tuple[bytes, int, int]] = []
+    for oid, (kind, data) in objects.items():
+        packed = _pack_header(_PACK_TYPES[kind], len(data)) + zlib.compress(data, 1)
+        index.append((bytes.fromhex(oid), zlib.crc32(packed), len(body)))
+        body += packed
+    checksum = hashlib.sha1(body, usedforsecurity=False).digest()
+    body += checksum
+    name = directory / f"pack-{checksum.hex()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_file(name.with_suffix(".pack"), bytes(body))
+    _write_file(name.with_suffix(".idx"), _pack_index(index, checksum))
+
+
+def _pack_header(kind: int, size: int) -> bytes:
+    out = bytearray()
+    byte = (kind << 4) | (size & 0x0F)
+    size >>= 4
+    while size:
+        out.append(byte | 0x80)
+        byte, size = size & 0x7F, size >> 7
+    out.append(byte)
+    return bytes(out)
+
+
+def _pack_index(entries: list[tuple[bytes, int, int]], pack_checksum: bytes) -> bytes:
+    entries = sorted(entries)
+    fanout = [0] * 256
+    for sha, _, _ in entries:
+        fanout[sha[0]] += 1
+    for i in range(1, 256):
+        fanout[i] += fanout[i - 1]
+    large = [offset for _, _, offset in entries if offset >= 1 << 31]
+    small = [offset if offset < 1 << 31 else (1 << 31) | large.index(offset) for _, _, offset in entries]
+    out = b"\377tOc" + struct.pack(">I", 2) + struct.pack(">256I", *fanout)
+    out += b"".join(sha for sha, _, _ in entries)
+    out += b"".join(struct.pack(">I", crc & 0xFFFFFFFF) for _, crc, _ in entries)
+    out += struct.pack(f">{len(small)}I", *small) + struct.pack(f">{len(large)}Q", *large)
+    out += pack_checksum
+    return out + hashlib.sha1(out, usedforsecurity=False).digest()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write under a temporary name and rename, so no reader ever sees half a file."""
+    tmp = path.with_name(f"tmp_{path.name}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
 
 
 def current_target(git_dir: Path, ref: str) -> str | None:

@@ -13,7 +13,7 @@ import pygit2
 import pytest
 
 from reconciler.errors import PushRejected
-from reconciler.statestore import StateStore, compare_and_swap, current_target, state_json
+from reconciler.statestore import PACK_THRESHOLD, StateStore, compare_and_swap, current_target, state_json
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration
@@ -111,3 +111,34 @@ class TestCommit:
         main = commit_files(repo, "main", {"a.yaml": "a: 1\n"})
         write(repo, {"plans/a.json": b"1\n"})
         assert str(repo.references["refs/heads/main"].target) == main
+
+
+# name, number of files (over PACK_THRESHOLD they go into one pack)
+SIZES = [("loose objects", 5), ("one pack", 300)]
+
+
+@pytest.mark.parametrize(("name", "count"), SIZES, ids=[s[0] for s in SIZES])
+def test_objects_match_git_and_pass_fsck(tmp_path: Path, name: str, count: int) -> None:
+    """Trees, blobs and the commit equal what libgit2 builds for the same files, and git fsck agrees."""
+    files = {f"plans/n{i}.json": f'{{"n": {i}}}\n'.encode() for i in range(count)}
+    files |= {
+        "x.json": b"1\n",
+        "x-y.json": b"2\n",
+        "x/a.json": b"3\n",
+        "x0.json": b"4\n",
+        "status/source.json": b"{}\n",
+    }
+    ours = bare_repo(tmp_path / "ours.git")
+    commit = write(ours, files)
+    reference = bare_repo(tmp_path / "reference.git")
+    commit_files(reference, "main", files)
+    tree = ours[commit].peel(pygit2.Commit).tree
+    assert tree.id == reference.references["refs/heads/main"].peel(pygit2.Commit).tree.id
+    packs = list((Path(ours.path) / "objects" / "pack").glob("*.pack"))
+    assert len(packs) == (1 if count > PACK_THRESHOLD else 0)
+    subprocess.run(
+        ["git", "-C", ours.path, "fsck", "--strict", "--no-dangling"], check=True, capture_output=True
+    )
+    assert ours[commit].message == "test" and ours[commit].author.name == "plumb reconciler"
+    second = write(ours, {"plans/n0.json": b"changed\n"})
+    assert ours[second].peel(pygit2.Commit).tree["plans/n0.json"].data == b"changed\n"
