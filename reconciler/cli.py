@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "plan": "reconciler.commands.plan:plan",
     "keys": "reconciler.commands.keys:keys",
     "rollback": "reconciler.commands.rollback:rollback",
+    "demo": "reconciler.commands.demo:demo",
 }
 
 
