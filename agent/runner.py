@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class CycleOutcome:
 class _Memory:
     """What the loop remembers between cycles about pushing reports."""
 
-    last_push: float = 0.0
+    last_push: datetime | None = None
     push_failed: bool = True
     last_rejected: str | None = None
     heartbeat: float = DEFAULT_HEARTBEAT
@@ -290,7 +290,8 @@ class Agent:
             or self.memory.push_failed
             or (result is not None and result.changed)
             or reason != self.memory.last_rejected
-            or time.monotonic() - self.memory.last_push >= heartbeat
+            or self.memory.last_push is None
+            or self.clock() - self.memory.last_push >= timedelta(seconds=heartbeat)
         )
         if not due:
             return False
@@ -301,7 +302,7 @@ class Agent:
             self.memory.push_failed = True
             return False
         self.memory.push_failed = False
-        self.memory.last_push = time.monotonic()
+        self.memory.last_push = self.clock()
         self.memory.last_rejected = reason
         return True
 
@@ -314,12 +315,13 @@ class Agent:
         return sorted(set(found))
 
     def run(self, *, once: bool = False, stop: Callable[[], bool] = lambda: False) -> CycleOutcome:
-        """Recover, then cycle every `interval` seconds (once with `once`)."""
-        self.recover()
-        outcome = self.cycle(force_report=True)
-        while not once and not stop():
-            time.sleep(min(self.options.interval, self.memory.heartbeat))
-            outcome = self.cycle()
+        """Recover, then cycle every `interval` seconds (once with `once`), holding the agent lock."""
+        with self.state.exclusive():
+            self.recover()
+            outcome = self.cycle(force_report=True)
+            while not once and not stop():
+                time.sleep(min(self.options.interval, self.memory.heartbeat))
+                outcome = self.cycle()
         return outcome
 
 

@@ -9,17 +9,22 @@
 <state-dir>/report.json       the last report built (pushed or not)
 <state-dir>/repo.git          bare repository for fetching plans and pushing reports
 <state-dir>/supervise/        the process runtime's supervisors
+<state-dir>/agent.lock        held (flock) by the running agent, so two never apply at once
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.crypto import write_private
+from agent.errors import TemporaryError
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -73,3 +78,16 @@ class StateDir:
 
     def save_private(self, path: Path, text: str) -> None:
         write_private(path, text)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the agent lock for the duration; TemporaryError if another agent holds it."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.path / "agent.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise TemporaryError(
+                    f"{self.path}: another plumb-agent is running with this state directory"
+                ) from exc
+            yield

@@ -11,6 +11,7 @@ import stat
 import tarfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from importlib import resources as package_files
 from pathlib import Path
 from typing import Any
@@ -135,12 +136,14 @@ def test_report_matches_the_schema_and_heartbeats_without_change(world: AgentWor
     world.publish(
         [resource("unit", unit, service="idle"), resource("service", service, service="idle")], heartbeat=1
     )
+    now = [datetime.now(UTC)]
     agent = world.agent()
+    agent.clock = lambda: now[0]
     assert agent.run(once=True).pushed
     schema = json.loads(package_files.files("plumb_schemas").joinpath("report.schema.json").read_text())
     jsonschema.validate(world.report(), schema)
     assert not agent.cycle().pushed
-    time.sleep(1.05)
+    now[0] += timedelta(seconds=1)
     assert agent.cycle().pushed
 
 
@@ -192,3 +195,22 @@ def test_running_agent_picks_up_a_new_plan(world: AgentWorld) -> None:
     outcome = world.agent(interval=0.01).run(stop=stop)
     assert outcome.applied and world.path("/etc/plumb/a").read_text() == "two\n"
     assert world.report()["applied"]["serial"] == world.serial
+
+
+def test_two_agents_never_apply_at_once(world: AgentWorld) -> None:
+    """While one agent runs, a second one on the same state directory refuses to start."""
+    from agent.errors import TemporaryError
+
+    world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "a"})])
+    errors: list[str] = []
+
+    def stop() -> bool:
+        try:
+            world.agent().run(once=True)
+        except TemporaryError as exc:
+            errors.append(str(exc))
+        return True
+
+    world.agent().run(stop=stop)
+    assert errors and "another plumb-agent is running" in errors[0]
+    assert world.agent().run(once=True).ok
