@@ -38,7 +38,7 @@ class RunningNginx:
             return str(response.read().decode())
 
     def serves(self, text: str) -> bool:
-        for _ in range(100):
+        for _ in range(400):
             with contextlib.suppress(OSError):
                 if self.get() == text:
                     return True

@@ -27,7 +27,7 @@ def world(tmp_path: Path) -> Iterator[AgentWorld]:
         node.stop_units()
 
 
-def eventually(check: Callable[[], Any], *, attempts: int = 200) -> Any:
+def eventually(check: Callable[[], Any], *, attempts: int = 600) -> Any:
     """Poll `check` until it returns something truthy (bounded by attempts, not asserted on time)."""
     for _ in range(attempts):
         value = check()
