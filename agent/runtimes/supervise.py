@@ -82,10 +82,10 @@ class Supervisor:
         return (None, -code) if code < 0 else (code, None)
 
     def next_delay(self) -> float:
-        if time.monotonic() - self.started >= HEALTHY_AFTER:
-            self.delay = float(self.config["restart_sec"])
-        delay, self.delay = self.delay, min(max(self.delay * 2, 0.1), MAX_BACKOFF)
-        return delay
+        wait, self.delay = backoff(
+            self.delay, base=float(self.config["restart_sec"]), ran_for=time.monotonic() - self.started
+        )
+        return wait
 
     def stop(self) -> None:
         if self.child is not None and self.child.poll() is None:
@@ -119,6 +119,16 @@ class Supervisor:
             self.restarts += 1
             next_start = time.monotonic() + self.next_delay()
             self.status("starting", exitCode=code, signal=sig)
+
+
+def backoff(current: float, *, base: float, ran_for: float) -> tuple[float, float]:
+    """Pure: (how long to wait before this restart, the wait after the next failure).
+
+    Waits double from RestartSec up to MAX_BACKOFF; a process that ran HEALTHY_AFTER seconds
+    starts again from RestartSec.
+    """
+    wait = base if ran_for >= HEALTHY_AFTER else current
+    return wait, min(max(wait * 2, 0.1), MAX_BACKOFF)
 
 
 def _signal_group(pid: int, sig: int) -> None:
