@@ -64,13 +64,13 @@ class AgentOptions:
 class CycleOutcome:
     """What one cycle did."""
 
-    fetched: bool
-    applied: bool
-    ok: bool
-    rejected: str | None
-    pushed: bool
-    result: ApplyResult | None
-    report: JsonObject
+    fetched: bool  # the state branch was reached
+    applied: bool  # a freshly fetched plan passed verification and was applied
+    ok: bool  # no plan rejected and every resource converged
+    rejected: str | None  # why the fetched plan was not applied
+    pushed: bool  # the report reached the remote
+    result: ApplyResult | None  # None when there is no plan at all
+    report: JsonObject  # the signed report (also kept in the state directory)
 
 
 @dataclass
