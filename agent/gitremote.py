@@ -114,7 +114,8 @@ class _Callbacks(pygit2.RemoteCallbacks):
         if self.credential_calls > 1:
             raise PermanentError(f"{self.endpoint.url}: the server refused the SSH key {self.ssh_key}")
         user = username_from_url or self.endpoint.user
-        return pygit2.Keypair(user, f"{self.ssh_key}.pub", str(self.ssh_key), "")
+        public = self.ssh_key.with_name(self.ssh_key.name + ".pub")
+        return pygit2.Keypair(user, str(public) if public.exists() else None, str(self.ssh_key), "")
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
         if self.endpoint.scheme != "ssh":

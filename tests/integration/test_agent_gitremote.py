@@ -117,3 +117,16 @@ def test_anonymous_remote_writes_no_config(tmp_path: Path) -> None:
     Remote(str(tmp_path / "origin.git")).fetch(local, ["+refs/heads/main:refs/heads/main"])
     assert "remote" not in (tmp_path / "local.git" / "config").read_text()
     assert isinstance(local.references["refs/heads/main"].peel(pygit2.Commit), pygit2.Commit)
+
+
+def test_private_key_alone_is_enough(sshd: SshServer, tmp_path: Path) -> None:
+    """Without a .pub file next to it the key still authenticates (the public half is derived)."""
+    import shutil
+
+    key = tmp_path / "only_private"
+    shutil.copy(sshd.client_key, key)
+    key.chmod(0o600)
+    origin = bare_repo(tmp_path / "origin.git")
+    commit_files(origin, "main", {"a": "1"})
+    remote = Remote(sshd.url(tmp_path / "origin.git"), ssh_key=key, known_hosts=sshd.known_hosts)
+    assert "refs/heads/main" in remote.list_refs(bare_repo(tmp_path / "local.git"))
