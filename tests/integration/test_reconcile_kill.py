@@ -21,6 +21,12 @@ pytestmark = pytest.mark.integration
 
 PLUMB = str(Path(sys.executable).with_name("plumb"))
 ROUNDS = 30
+APPS, SERVICES = 30, 40
+
+
+def changed(s: int, round_: int) -> str:
+    nodes = [f"app-{(s - 1) % APPS + 1}", f"app-{s % APPS + 1}"]
+    return service_doc(f"svc-{s}", nodes, 8000 + s, f"r{round_}")
 
 
 def assert_complete(repo: pygit2.Repository, key: SigningKey, nodes: int) -> None:
@@ -46,7 +52,7 @@ def test_sigkill_during_thirty_reconciles(tmp_path: Path) -> None:
     key.save(key_file)
     path = tmp_path / "fleet.git"
     repo = bare_repo(path)
-    commit_files(repo, "main", fleet_files(apps=8, services=16))
+    commit_files(repo, "main", fleet_files(apps=APPS, services=SERVICES))
     command = [PLUMB, "reconcile", "--repo", str(path), "--once", "--key-file", str(key_file)]
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True, timeout=120)
@@ -54,21 +60,21 @@ def test_sigkill_during_thirty_reconciles(tmp_path: Path) -> None:
     rng = random.Random(7)
     killed = 0
     for round_ in range(ROUNDS):
-        s = rng.randint(1, 16)
-        nodes = [f"app-{(s - 1) % 8 + 1}", f"app-{s % 8 + 1}"]
-        commit_files(
-            repo, "main", {f"services/svc-{s}.yaml": service_doc(f"svc-{s}", nodes, 8000 + s, f"r{round_}")}
-        )
+        # every fifth commit touches every service, so its state commit is written as a pack
+        touched = range(1, SERVICES + 1) if round_ % 5 == 4 else [rng.randint(1, SERVICES)]
+        commit_files(repo, "main", {f"services/svc-{s}.yaml": changed(s, round_) for s in touched})
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.0, full_run * 1.1))
-        if process.poll() is None:
+        try:
+            process.wait(timeout=rng.uniform(0.0, full_run * 1.1))
+        except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
             killed += 1
-        process.wait()
-        assert_complete(repo, key, nodes=9)
+        assert_complete(repo, key, nodes=APPS + 1)
     assert killed > 0
+    assert list((path / "objects" / "pack").glob("*.idx")), "no state commit was written as a pack"
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
-    assert_complete(repo, key, nodes=9)
+    assert_complete(repo, key, nodes=APPS + 1)
     source = json.loads(repo.references[STATE].peel(pygit2.Commit).tree["status/source.json"].data)
     assert source["commit"] == str(repo.references["refs/heads/main"].target)
