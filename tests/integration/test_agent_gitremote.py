@@ -130,3 +130,13 @@ def test_private_key_alone_is_enough(sshd: SshServer, tmp_path: Path) -> None:
     commit_files(origin, "main", {"a": "1"})
     remote = Remote(sshd.url(tmp_path / "origin.git"), ssh_key=key, known_hosts=sshd.known_hosts)
     assert "refs/heads/main" in remote.list_refs(bare_repo(tmp_path / "local.git"))
+
+
+def test_refused_client_key_is_a_clear_error(sshd: SshServer, tmp_path: Path) -> None:
+    """A key the server does not accept fails once with a message naming it (no retry loop)."""
+    from agent.errors import PermanentError
+
+    stranger = keygen(tmp_path / "stranger")
+    remote = Remote(sshd.url(tmp_path / "origin.git"), ssh_key=stranger, known_hosts=sshd.known_hosts)
+    with pytest.raises(PermanentError, match=r"the server refused the SSH key .*stranger"):
+        remote.list_refs(bare_repo(tmp_path / "local.git"))
