@@ -281,7 +281,9 @@ class Reconciler:
         plan_files = {f"plans/{n}.json": self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
         docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
         reports = self._reports(model, inputs)
-        docs.update(self._status_docs(inputs, model, fleet, previous, reports, now))
+        docs.update(
+            self._status_docs(inputs, model, fleet, previous, reports, now, warnings=desired.findings)
+        )
         changes = self._diff_docs(inputs.snapshot, docs)
         changes.update(plan_files)
         changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
@@ -342,6 +344,8 @@ class Reconciler:
         previous: Mapping[str, NodePlan],
         reports: Mapping[str, ReceivedReport],
         now: datetime,
+        *,
+        warnings: tuple[Finding, ...],
     ) -> dict[str, JsonObject | None]:
         store, snapshot = self._store(), inputs.snapshot
         docs: dict[str, JsonObject | None] = {}
@@ -372,7 +376,7 @@ class Reconciler:
                 service=_service_facts(model, name), endpoints=self._endpoints.get(name, []), reports=reports
             )
         docs[SOURCE_PATH] = source_status(
-            commit=inputs.desired, branch=self.branch, findings=(), ok=True, last_good=inputs.desired
+            commit=inputs.desired, branch=self.branch, findings=warnings, ok=True, last_good=inputs.desired
         )
         for path in snapshot.files:
             if path.startswith(("status/nodes/", "status/services/")) and path not in docs:
