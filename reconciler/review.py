@@ -169,10 +169,12 @@ def rendered_text(entry: Entry | None, *, secret: bool = False) -> list[str]:
     if secret or "sealed" in spec or "sealedKey" in spec:
         return [f"(secret content, {entry.get('digest')})\n"]
     content = spec.pop("content", None)
-    header = json.dumps(spec, sort_keys=True) + "\n" if spec else ""
-    body = content if isinstance(content, str) else ""
-    lines = [header] if header else []
-    lines += body.splitlines(keepends=True)
+    if isinstance(content, str):  # a one-line header of the other fields, then the content itself
+        lines = ([json.dumps(spec, sort_keys=True) + "\n"] if spec else []) + content.splitlines(
+            keepends=True
+        )
+    else:  # a spec without content (service, artifact, directory) diffs best one field per line
+        lines = json.dumps(spec, sort_keys=True, indent=2).splitlines(keepends=True)
     return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
@@ -200,7 +202,8 @@ class NodeReview:
         return counted
 
     def summary(self) -> str:
-        return ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
+        """`2 updates, 1 restart`."""
+        return ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in self.counts().items())
 
 
 @dataclass(frozen=True)
