@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-# Each module has `main(argv) -> None` and prints its own lines.
-SECTIONS = ["bench.foundation", "bench.reconcile"]
+# Each module has `main() -> None` and prints its own lines; `make bench BENCH_ARGS=agent` runs one.
+SECTIONS = ["bench.foundation", "bench.reconcile", "bench.agent"]
 
 
 def main() -> None:
