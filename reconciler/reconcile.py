@@ -347,30 +347,11 @@ class Reconciler:
         *,
         warnings: tuple[Finding, ...],
     ) -> dict[str, JsonObject | None]:
-        store, snapshot = self._store(), inputs.snapshot
-        docs: dict[str, JsonObject | None] = {}
-        offline_after = model.repository.offline_after
-        for name, node in model.nodes.items():
-            path = f"status/nodes/{name}.json"
-            facts = NodeFacts(name=name, address=node.address, cordoned=node.cordoned)
-            plan, report, withheld = fleet.plans[name], reports.get(name), fleet.withheld.get(name, ())
-            state = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
-            key = self._node_memo.key(facts, (state, withheld), plan, report)
-            docs[path] = self._node_memo.get(name, key, report) or self._node_memo.put(
-                name,
-                key,
-                report,
-                node_status(
-                    node=facts,
-                    plan=plan,
-                    previous_plan=previous.get(name),
-                    previous_status=store.try_load(snapshot, path),
-                    report=report,
-                    now=now,
-                    offline_after=offline_after,
-                    withheld=withheld,
-                ),
-            )
+        """Every status document of this pass; those of nodes and services that left are deleted."""
+        docs: dict[str, JsonObject | None] = {
+            f"status/nodes/{name}.json": self._node_doc(inputs, model, name, fleet, previous, reports, now)
+            for name in model.nodes
+        }
         for name in model.services:
             docs[f"status/services/{name}.json"] = service_status(
                 service=_service_facts(model, name), endpoints=self._endpoints.get(name, []), reports=reports
@@ -378,10 +359,41 @@ class Reconciler:
         docs[SOURCE_PATH] = source_status(
             commit=inputs.desired, branch=self.branch, findings=warnings, ok=True, last_good=inputs.desired
         )
-        for path in snapshot.files:
+        for path in inputs.snapshot.files:
             if path.startswith(("status/nodes/", "status/services/")) and path not in docs:
                 docs[path] = None
         return docs
+
+    def _node_doc(
+        self,
+        inputs: _Inputs,
+        model: Model,
+        name: str,
+        fleet: FleetPlan,
+        previous: Mapping[str, NodePlan],
+        reports: Mapping[str, ReceivedReport],
+        now: datetime,
+    ) -> JsonObject:
+        """One node's status, from the memo when nothing it depends on changed."""
+        node, offline_after = model.nodes[name], model.repository.offline_after
+        facts = NodeFacts(name=name, address=node.address, cordoned=node.cordoned)
+        plan, report, withheld = fleet.plans[name], reports.get(name), fleet.withheld.get(name, ())
+        state = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
+        key = self._node_memo.key(facts, (state, withheld), plan, report)
+        cached = self._node_memo.get(name, key, report)
+        if cached is not None:
+            return cached
+        document = node_status(
+            node=facts,
+            plan=plan,
+            previous_plan=previous.get(name),
+            previous_status=self._store().try_load(inputs.snapshot, f"status/nodes/{name}.json"),
+            report=report,
+            now=now,
+            offline_after=offline_after,
+            withheld=withheld,
+        )
+        return self._node_memo.put(name, key, report, document)
 
     def _diff_docs(
         self, snapshot: StateSnapshot, docs: Mapping[str, JsonObject | None]
