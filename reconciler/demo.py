@@ -554,6 +554,7 @@ socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer((settings["bind"].strip(), int(settings["port"])), Handler).serve_forever()
 '''
 REDIS_SERVER = "/usr/bin/redis-server"
+DEMO_HEARTBEAT = "5s"
 
 
 def build_artifact(directory: Path, service: str, version: str) -> tuple[str, str]:
@@ -586,6 +587,8 @@ def prepare_shop(work: Path, artifacts: Path) -> ShopSetup:
     port = free_port([address for _, address in edges])
     _sub(work / "services/api.yaml", r"(\{type: ingress, params: \{host: [^}]*?)\}", rf"\1, port: {port}}}")
     notes = [f"the edges listen on port {port} of their own addresses (a free port; 80 on real hosts)"]
+    _sub(work / "plumb.yaml", r"(?m)^(  heartbeat: *).*$", rf"\g<1>{DEMO_HEARTBEAT}")
+    notes.append(f"agents report at least every {DEMO_HEARTBEAT} (heartbeat), so readiness shows up quickly")
     if not Path(REDIS_SERVER).is_file():
         _redis_standin(work / "templates/redis.yaml")
         notes.append(
@@ -690,3 +693,58 @@ def ensure_runnable() -> list[str]:
         f"capability missing: nginx ({NGINX}) is not installed (apt-get install nginx-light): the edges get "
         "their site files but nothing serves them, and the demo cannot curl through an edge"
     ]
+
+
+# -- a generated fleet of tiny services (benchmarks and tests) ------------------------------------
+
+TINY_TEMPLATE = """\
+apiVersion: plumb/v1
+kind: Template
+metadata: {name: tiny}
+spec:
+  description: A config file and a process that is restarted when it changes
+  parameters:
+    type: object
+    additionalProperties: false
+    required: [message]
+    properties: {message: {type: string}}
+  health:
+    liveness: {process: {}, period: 10s}
+  resources:
+    - file: {path: /etc/tiny/message.txt, mode: "0644", content: "{{ params.message }}\\n"}
+    - unit:
+        name: tiny.service
+        restartOn: [/etc/tiny/message.txt]
+        content: |
+          [Service]
+          WorkingDirectory=/
+          ExecStart=/bin/sleep infinity
+          Restart=on-failure
+"""
+
+
+def tiny_fleet(work: Path, count: int, *, message: str = "hello") -> list[str]:
+    """Write a desired state of `count` nodes (127.0.1.x) that each run the `tiny` service; their names."""
+    names = [f"node-{i:02d}" for i in range(1, count + 1)]
+    for directory in ("nodes", "templates", "services"):
+        (work / directory).mkdir(parents=True, exist_ok=True)
+    (work / "plumb.yaml").write_text(
+        "apiVersion: plumb/v1\nkind: Repository\nmetadata: {name: tiny}\n"
+        "spec: {allowedPaths: [/etc/tiny, /etc/systemd/system], heartbeat: 30s}\n"
+    )
+    for index, name in enumerate(names, start=1):
+        (work / "nodes" / f"{name}.yaml").write_text(
+            f"apiVersion: plumb/v1\nkind: Node\nmetadata: {{name: {name}, labels: {{role: tiny}}}}\n"
+            f"spec:\n  address: 127.0.1.{index}\n"
+        )
+    (work / "templates/tiny.yaml").write_text(TINY_TEMPLATE)
+    set_tiny_message(work, message)
+    return names
+
+
+def set_tiny_message(work: Path, message: str) -> None:
+    """The tiny service's one parameter: changing it rewrites a file and restarts a unit on every node."""
+    (work / "services/tiny.yaml").write_text(
+        "apiVersion: plumb/v1\nkind: Service\nmetadata: {name: tiny}\nspec:\n  template: tiny\n"
+        f"  params: {{message: {json.dumps(message)}}}\n  placement: {{selector: {{role: tiny}}}}\n"
+    )

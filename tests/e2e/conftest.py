@@ -1,0 +1,43 @@
+"""Fixtures for end-to-end tests: `make_fleet` builds local fleets and stops every one of them afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Fleet, kill_processes_under
+
+FleetFactory = Callable[..., Fleet]
+
+
+@pytest.fixture
+def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
+    """`make_fleet(source=..., files=..., prepare=..., agent_interval=...)` -> a created (not yet started) Fleet.
+
+    Every fleet is stopped at teardown, and anything still running under its directory is killed,
+    whether the test passed or not.
+    """
+    fleets: list[Fleet] = []
+
+    def make(
+        *,
+        source: Path | None = None,
+        files: Mapping[str, str] | None = None,
+        prepare: Callable[[Path], object] | None = None,
+        agent_interval: str = "0.5s",
+        name: str = "fleet",
+    ) -> Fleet:
+        fleet = Fleet(tmp_path / f"{name}-{len(fleets)}", agent_interval=agent_interval)
+        fleets.append(fleet)
+        fleet.create(source=source, files=files, prepare=prepare)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        try:
+            fleet.stop()
+        finally:
+            leftovers = kill_processes_under(fleet.workdir)
+        assert not leftovers, f"processes left running under {fleet.workdir}: {leftovers}"

@@ -1,0 +1,97 @@
+"""`plumb demo` end to end, as a user runs it, and the `Fleet` harness on a generated fleet."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.demo import set_tiny_message, tiny_fleet
+from tests.e2e.conftest import FleetFactory
+from tests.e2e.harness import kill_processes_under, processes_under
+
+pytestmark = pytest.mark.e2e
+PLUMB = str(Path(sys.executable).parent / "plumb")
+DEMO_TIMEOUT = 240
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """The demo's --workdir; whatever is still running under it afterwards is killed (and fails the test)."""
+    path = tmp_path / "demo"
+    yield path
+    leftovers = kill_processes_under(path)
+    assert not leftovers, f"processes left running under {path}: {leftovers}"
+
+
+def _wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting until {what}"
+        time.sleep(0.2)
+
+
+class TestDemo:
+    """`plumb demo` as a new user (and CI) runs it."""
+
+    def test_runs_to_the_end_with_duration_zero(self, workdir: Path) -> None:
+        """It converges, times the pushed change, reaches the API through an edge, and exits 0."""
+        result = subprocess.run(
+            [PLUMB, "demo", "--duration", "0", "--workdir", str(workdir)],
+            capture_output=True,
+            text=True,
+            timeout=DEMO_TIMEOUT,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert output.count("converged") >= 5, output
+        assert "push → applied in" in output, output
+        assert "200 api 1.5.0 on 127.0.0.2" in output, output
+        assert "with 3 workers" in output, output
+        assert processes_under(workdir) == []
+
+    def test_sigint_stops_everything_it_started(self, workdir: Path) -> None:
+        """Ctrl-C while the fleet runs leaves no agent, service, nginx or reconciler behind."""
+        demo = subprocess.Popen(
+            [PLUMB, "demo", "--workdir", str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            supervisors = workdir / "nodes"
+            _wait_for(
+                lambda: any(supervisors.glob("*/state/supervise/*/supervisor.pid")), 120, "a service runs"
+            )
+            assert len(processes_under(workdir)) > 3
+            demo.send_signal(signal.SIGINT)
+            output, _ = demo.communicate(timeout=60)
+        finally:
+            if demo.poll() is None:
+                os.kill(demo.pid, signal.SIGKILL)
+                demo.wait()
+        assert demo.returncode == 130, output.decode(errors="replace")
+        assert b"interrupted" in output
+        assert processes_under(workdir) == []
+
+
+class TestFleetHarness:
+    """The harness other end-to-end tests build on, on a generated fleet of tiny services."""
+
+    def test_a_push_reaches_every_node(self, make_fleet: FleetFactory) -> None:
+        """Three agents converge, and a pushed change is applied and reported by every one of them."""
+        fleet = make_fleet(prepare=lambda work: tiny_fleet(work, 3))
+        fleet.start()
+        fleet.wait_converged()
+        before = fleet.planned()
+        set_tiny_message(fleet.local.work, "changed")
+        commit = fleet.push("a new message")
+        changed = fleet.wait_applied(commit, before)
+        assert changed == ["node-01", "node-02", "node-03"]
+        root = fleet.local.nodes["node-02"].root(fleet.workdir)
+        assert (root / "etc/tiny/message.txt").read_text() == "changed\n"
+        assert fleet.report("node-02")["applied"]["serial"] == fleet.plan("node-02")["serial"]
