@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module has `main() -> None` and prints its own lines; `make bench BENCH_ARGS=agent` runs one.
-SECTIONS = ["bench.foundation", "bench.reconcile", "bench.agent"]
+SECTIONS = ["bench.foundation", "bench.reconcile", "bench.agent", "bench.loop"]
 
 
 def main() -> None:
