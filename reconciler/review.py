@@ -71,6 +71,8 @@ def _resource_change(old: Entry | None, new: Entry) -> Action | None:
 
 
 def _changed_fields(old: Entry, new: Entry) -> str:
+    if old.get("partial"):  # rebuilt from a digest (status baselines): which fields is unknown
+        return "spec"
     a, b = old.get("spec", {}), new.get("spec", {})
     fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return ", ".join(fields) if fields else "spec"

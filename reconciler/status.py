@@ -140,7 +140,7 @@ def expand(baseline: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
             spec["dropIn"] = identity.split("/", 1)[1]
         if "state" in item:
             spec["state"] = item["state"]
-        entries.append({"id": ident, "kind": kind, "digest": item["digest"], "spec": spec})
+        entries.append({"id": ident, "kind": kind, "digest": item["digest"], "spec": spec, "partial": True})
     return entries
 
 
@@ -166,7 +166,11 @@ def node_status(
         plan.digest,
     )
     baseline = {} if in_sync else _baseline(plan, previous_plan, previous_status, applied)
-    pending = [] if in_sync else list(diff_entries(expand(baseline), plan.resources))
+    pending = (
+        []
+        if in_sync
+        else list(diff_entries(_applied_entries(previous_plan, applied, baseline), plan.resources))
+    )
     pending += _failed(report) + _instance_actions(plan, report)
     document: JsonObject = {
         "node": node.name,
@@ -187,6 +191,17 @@ def node_status(
     if not in_sync:
         document["baseline"] = {"serial": applied.get("serial") if applied else None, "resources": baseline}
     return document
+
+
+def _applied_entries(
+    previous_plan: NodePlan | None,
+    applied: Mapping[str, Any] | None,
+    baseline: Mapping[str, Mapping[str, Any]],
+) -> list[Entry]:
+    """The entries the node applied: the previous plan itself when it is the one, else the stored digests."""
+    if previous_plan is not None and applied is not None and previous_plan.serial == applied.get("serial"):
+        return list(previous_plan.resources)
+    return expand(baseline)
 
 
 def _applied_summary(applied: Mapping[str, Any] | None) -> JsonObject | None:

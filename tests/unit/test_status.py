@@ -185,6 +185,8 @@ def test_baseline_survives_a_second_plan_change() -> None:
         "delete unit:api.service",
         "stop api.service",
     ]
+    assert first["pending"][0]["reason"] == "content changed"  # diffed against the applied plan itself
+    assert second["pending"][0]["reason"] == "spec changed"  # only its digests were kept
 
 
 def test_status_documents_do_not_change_with_heartbeats() -> None:
