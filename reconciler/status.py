@@ -72,6 +72,7 @@ class ServiceFacts:
     paused: bool
     version: str | None
     nodes: tuple[str, ...]
+    app: str | None = None  # the service's `app` label: services sharing it roll up into one application
 
 
 def liveness(
@@ -274,13 +275,63 @@ def _drift(report: ReceivedReport | None) -> list[JsonObject]:
     return [dict(d) for d in report.document.get("drift") or []]
 
 
+class ServiceState(enum.StrEnum):
+    PENDING = "pending"  # placed nowhere yet, or no node has reported an instance
+    DEPLOYING = "deploying"  # instances starting, on an older version, or a rollout under way
+    RUNNING = "running"  # every placed instance ready on the desired version
+    DEGRADED = "degraded"  # some instances ready, some unhealthy, failed or on offline nodes
+    FAILED = "failed"  # no instance ready and none on its way, or the rollout failed
+    STOPPED = "stopped"  # desired stopped, and stopped everywhere
+
+
+class AppState(enum.StrEnum):
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    PARTIALLY_DEGRADED = "partially-degraded"
+    FAILED = "failed"
+
+
+class Seen(enum.StrEnum):
+    """One placed instance of a service, as its node's latest report shows it."""
+
+    READY = "ready"
+    STARTING = "starting"  # starting, waiting, not ready yet since it (re)started, or an older version
+    UNHEALTHY = "unhealthy"  # running but no longer ready
+    FAILED = "failed"
+    STOPPED = "stopped"
+    MISSING = "missing"  # no report, or the report has no such instance yet
+    OFFLINE = "offline"
+
+
+# Rollout phases (reconciler.rollout.Phase) during which the service is still being deployed.
+DEPLOYING_PHASES = frozenset({"pending", "progressing", "paused", "waiting-window", "rolling-back"})
+
+
 def service_status(
-    *, service: ServiceFacts, endpoints: Sequence[Endpoint], reports: Mapping[str, ReceivedReport]
+    *,
+    service: ServiceFacts,
+    endpoints: Sequence[Endpoint],
+    reports: Mapping[str, ReceivedReport],
+    nodes: Mapping[str, NodeState] | None = None,
+    rollout: Mapping[str, Any] | None = None,
 ) -> JsonObject:
-    """status/services/<name>.json: desired state, endpoints with health, instances per node."""
+    """status/services/<name>.json: observed state and why, endpoints with health, instances per node.
+
+    `nodes` gives each node's liveness; without it a node is taken as offline when it reports the
+    instance ready but none of its endpoints is healthy (which only an unreachable node makes so).
+    `rollout` is the service's status/releases/<name>.json, if a rollout was ever recorded.
+    """
+    instances = [_instance(service.name, node, reports.get(node)) for node in service.nodes]
+    liveness_of = nodes if nodes is not None else _inferred_liveness(instances, endpoints)
+    seen = {i["node"]: classify(i, desired=service, node=liveness_of.get(i["node"])) for i in instances}
+    state, reason = service_state(service=service, seen=seen, rollout_phase=_phase(rollout))
     return {
         "service": service.name,
-        "state": service.state,
+        "app": service.app,
+        "state": state.value,
+        "reason": reason,
+        "desired": service.state,
         "paused": service.paused,
         "version": service.version,
         "nodes": list(service.nodes),
@@ -288,8 +339,96 @@ def service_status(
             {"node": e.node, "address": e.address, "name": e.port_name, "port": e.port, "healthy": e.healthy}
             for e in endpoints
         ],
-        "instances": [_instance(service.name, node, reports.get(node)) for node in service.nodes],
+        "instances": [i | {"seen": seen[i["node"]].value} for i in instances],
     }
+
+
+def _phase(rollout: Mapping[str, Any] | None) -> str | None:
+    phase = rollout.get("phase") if rollout else None
+    return str(phase) if phase else None
+
+
+def _inferred_liveness(
+    instances: Sequence[Mapping[str, Any]], endpoints: Sequence[Endpoint]
+) -> dict[str, NodeState]:
+    """Offline where a ready instance has endpoints and none is healthy; online otherwise."""
+    healthy: dict[str, bool] = {}
+    for endpoint in endpoints:
+        healthy[endpoint.node] = healthy.get(endpoint.node, False) or endpoint.healthy
+    return {
+        str(i["node"]): NodeState.OFFLINE
+        if i["ready"] and healthy.get(str(i["node"])) is False
+        else NodeState.ONLINE
+        for i in instances
+    }
+
+
+def classify(instance: Mapping[str, Any], *, desired: ServiceFacts, node: NodeState | None) -> Seen:
+    """What one placed instance counts as for its service's state."""
+    state = instance.get("state")
+    if node is NodeState.OFFLINE:
+        return Seen.OFFLINE
+    if state == "unknown" and not instance.get("ready"):
+        return Seen.MISSING
+    if desired.state == "stopped":
+        return Seen.STOPPED if state in ("stopped", "failed") else Seen.STARTING
+    if state == "failed":
+        return Seen.FAILED
+    if desired.version is not None and instance.get("version") not in (None, desired.version):
+        return Seen.STARTING
+    if instance.get("ready"):
+        return Seen.READY
+    if state in ("starting", "waiting") or not instance.get("wasReady"):
+        return Seen.STARTING
+    return Seen.STOPPED if state == "stopped" else Seen.UNHEALTHY
+
+
+def service_state(
+    *, service: ServiceFacts, seen: Mapping[str, Seen], rollout_phase: str | None = None
+) -> tuple[ServiceState, str]:
+    """A service's state from its placed instances, and a reason that holds no time."""
+    if not seen:
+        return ServiceState.PENDING, "placed on no node"
+    if service.state == "stopped":
+        moving = _nodes_in(seen, Seen.STARTING, Seen.READY)
+        return (
+            (ServiceState.DEPLOYING, f"stopping on {_names(moving)}")
+            if moving
+            else (ServiceState.STOPPED, "stopped as desired")
+        )
+    if rollout_phase == "failed":
+        return ServiceState.FAILED, "the rollout failed"
+    return _running_state(seen, rollout_phase)
+
+
+def _running_state(seen: Mapping[str, Seen], rollout_phase: str | None) -> tuple[ServiceState, str]:
+    ready, total = len(_nodes_in(seen, Seen.READY)), len(seen)
+    waiting = _nodes_in(seen, Seen.STARTING, Seen.MISSING)
+    bad = _nodes_in(seen, Seen.UNHEALTHY, Seen.FAILED, Seen.STOPPED, Seen.OFFLINE)
+    if len(_nodes_in(seen, Seen.MISSING)) == total:
+        return ServiceState.PENDING, "no instance reported yet"
+    if ready == 0 and not waiting:
+        return ServiceState.FAILED, f"no instance is ready: {_described(seen, bad)}"
+    if rollout_phase in DEPLOYING_PHASES:
+        return ServiceState.DEPLOYING, f"rollout {rollout_phase}; {ready}/{total} ready"
+    if waiting:
+        return ServiceState.DEPLOYING, f"{ready}/{total} ready; waiting for {_names(waiting)}"
+    if bad:
+        return ServiceState.DEGRADED, f"{ready}/{total} ready; {_described(seen, bad)}"
+    return ServiceState.RUNNING, f"{ready}/{total} ready"
+
+
+def _nodes_in(seen: Mapping[str, Seen], *kinds: Seen) -> list[str]:
+    return sorted(node for node, what in seen.items() if what in kinds)
+
+
+def _names(nodes: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(nodes) - shown} more" if len(nodes) > shown else ""
+    return ", ".join(nodes[:shown]) + more
+
+
+def _described(seen: Mapping[str, Seen], nodes: Sequence[str]) -> str:
+    return _names([f"{node} {seen[node].value}" for node in nodes])
 
 
 def _instance(service: str, node: str, report: ReceivedReport | None) -> JsonObject:
@@ -297,12 +436,52 @@ def _instance(service: str, node: str, report: ReceivedReport | None) -> JsonObj
     if not found:
         return {"node": node, "state": "unknown", "ready": False, "version": None}
     instance = found[0]
+    readiness = (instance.get("probes") or {}).get("readiness") or {}
     return {
         "node": node,
         "state": instance.get("state", "unknown"),
         "ready": bool(instance.get("ready")),
         "version": instance.get("version"),
+        # a readiness probe that flipped has a `since`; one that never passed since (re)start has none
+        "wasReady": bool(instance.get("ready")) or readiness.get("since") is not None,
     }
+
+
+def app_status(app: str, services: Sequence[Mapping[str, Any]]) -> JsonObject:
+    """status/apps/<app>.json: the services labelled `app: <app>` rolled up into one state."""
+    states = {str(s["service"]): str(s.get("state")) for s in services}
+    state = app_state(states.values())
+    troubled = sorted(name for name, s in states.items() if s != ServiceState.RUNNING)
+    reason = ", ".join(f"{name} {states[name]}" for name in troubled) or "every service running"
+    return {
+        "app": app,
+        "state": state.value,
+        "reason": reason,
+        "services": dict(sorted(states.items())),
+    }
+
+
+def app_state(states: Iterable[str]) -> AppState:
+    """Running when every service runs (or is stopped as desired), failed when all failed."""
+    live = [s for s in states if s != ServiceState.STOPPED]
+    if all(s == ServiceState.RUNNING for s in live):
+        return AppState.RUNNING
+    if all(s == ServiceState.FAILED for s in live):
+        return AppState.FAILED
+    if any(s in (ServiceState.FAILED, ServiceState.DEGRADED) for s in live):
+        return AppState.PARTIALLY_DEGRADED
+    if all(s == ServiceState.PENDING for s in live):
+        return AppState.PENDING
+    return AppState.DEPLOYING
+
+
+def app_documents(services: Iterable[Mapping[str, Any]]) -> dict[str, JsonObject]:
+    """status/apps/<app>.json for every `app` label among the service documents, by path."""
+    by_app: dict[str, list[Mapping[str, Any]]] = {}
+    for document in services:
+        if document.get("app"):
+            by_app.setdefault(str(document["app"]), []).append(document)
+    return {f"status/apps/{app}.json": app_status(app, docs) for app, docs in sorted(by_app.items())}
 
 
 def source_status(

@@ -11,10 +11,16 @@ from reconciler.desired import RenderedResource
 from reconciler.planner import PlanSettings, format_time, plan_entry, plan_node
 from reconciler.status import (
     NodeFacts,
+    NodeState,
     ReceivedReport,
+    Seen,
     ServiceFacts,
+    app_documents,
+    app_state,
+    classify,
     endpoints_from_reports,
     node_status,
+    service_state,
     service_status,
 )
 
@@ -243,3 +249,146 @@ def test_service_status_lists_instances_per_placed_node() -> None:
     assert document["endpoints"] == [
         {"node": "web-1", "address": "10.0.0.1", "name": "http", "port": 8080, "healthy": True}
     ]
+
+
+API = ServiceFacts(name="api", state="running", paused=False, version="1.5.0", nodes=("a", "b"), app="shop")
+STOPPED_API = ServiceFacts(name="api", state="stopped", paused=False, version=None, nodes=("a",))
+
+
+def on_node(node: str, *, ready: bool = True) -> ReceivedReport:
+    """`report()` as node `node` sent it."""
+    document = dict(report(ready=ready).document or {})
+    return ReceivedReport(node, document | {"node": node}, verified=True)
+
+
+def instance(
+    state: str = "running", *, ready: bool = True, version: str | None = "1.5.0", was: bool = True
+) -> Any:
+    return {"node": "a", "state": state, "ready": ready, "version": version, "wasReady": was}
+
+
+# name, instance, desired service, node liveness, expected
+CLASSIFY = [
+    ("ready on the desired version", instance(), API, NodeState.ONLINE, Seen.READY),
+    ("cordoned nodes count as usual", instance(), API, NodeState.CORDONED, Seen.READY),
+    ("offline node", instance(), API, NodeState.OFFLINE, Seen.OFFLINE),
+    ("nothing reported", instance("unknown", ready=False, version=None), API, None, Seen.MISSING),
+    ("older version is still deploying", instance(version="1.4.0"), API, None, Seen.STARTING),
+    ("not ready since it started", instance(ready=False, was=False), API, None, Seen.STARTING),
+    ("unit starting", instance("starting", ready=False), API, None, Seen.STARTING),
+    ("was ready, is not any more", instance(ready=False), API, None, Seen.UNHEALTHY),
+    ("unit failed", instance("failed", ready=False), API, None, Seen.FAILED),
+    ("stopped although desired running", instance("stopped", ready=False), API, None, Seen.STOPPED),
+    ("desired stopped and stopped", instance("stopped", ready=False), STOPPED_API, None, Seen.STOPPED),
+    ("desired stopped, still running", instance(), STOPPED_API, None, Seen.STARTING),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "inst", "facts", "node", "expected"), CLASSIFY, ids=[c[0] for c in CLASSIFY]
+)
+def test_classify(name: str, inst: Any, facts: ServiceFacts, node: NodeState | None, expected: Seen) -> None:
+    """What one placed instance counts as."""
+    assert classify(inst, desired=facts, node=node) is expected
+
+
+R, S, U, F, M, OFF = Seen.READY, Seen.STARTING, Seen.UNHEALTHY, Seen.FAILED, Seen.MISSING, Seen.OFFLINE
+# name, desired service, seen per node, rollout phase, expected state, expected reason
+STATES = [
+    ("all ready", API, {"a": R, "b": R}, None, "running", "2/2 ready"),
+    ("placed nowhere", API, {}, None, "pending", "placed on no node"),
+    ("nothing reported yet", API, {"a": M, "b": M}, None, "pending", "no instance reported yet"),
+    ("one still starting", API, {"a": R, "b": S}, None, "deploying", "1/2 ready; waiting for b"),
+    ("one unhealthy", API, {"a": R, "b": U}, None, "degraded", "1/2 ready; b unhealthy"),
+    ("one on an offline node", API, {"a": OFF, "b": R}, None, "degraded", "1/2 ready; a offline"),
+    ("none ready", API, {"a": U, "b": F}, None, "failed", "no instance is ready: a unhealthy, b failed"),
+    ("all offline", API, {"a": OFF, "b": OFF}, None, "failed", "no instance is ready: a offline, b offline"),
+    (
+        "rollout under way",
+        API,
+        {"a": R, "b": R},
+        "progressing",
+        "deploying",
+        "rollout progressing; 2/2 ready",
+    ),
+    ("rollout succeeded", API, {"a": R, "b": R}, "succeeded", "running", "2/2 ready"),
+    ("rollout failed", API, {"a": R, "b": R}, "failed", "failed", "the rollout failed"),
+    ("stopped as desired", STOPPED_API, {"a": Seen.STOPPED}, None, "stopped", "stopped as desired"),
+    ("stopping", STOPPED_API, {"a": S}, None, "deploying", "stopping on a"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "facts", "seen", "phase", "state", "reason"), STATES, ids=[c[0] for c in STATES]
+)
+def test_service_state(
+    name: str, facts: ServiceFacts, seen: dict[str, Seen], phase: str | None, state: str, reason: str
+) -> None:
+    """A service's state and reason from its instances and its rollout's phase."""
+    found = service_state(service=facts, seen=seen, rollout_phase=phase)
+    assert (found[0].value, found[1]) == (state, reason)
+
+
+# name, service states, expected application state
+APPS = [
+    ("every service running", ["running", "running"], "running"),
+    ("stopped services do not count", ["running", "stopped"], "running"),
+    ("one degraded", ["running", "degraded"], "partially-degraded"),
+    ("one failed", ["running", "failed"], "partially-degraded"),
+    ("all failed", ["failed", "failed"], "failed"),
+    ("one deploying", ["running", "deploying"], "deploying"),
+    ("all pending", ["pending"], "pending"),
+]
+
+
+@pytest.mark.parametrize(("name", "states", "expected"), APPS, ids=[a[0] for a in APPS])
+def test_app_state(name: str, states: list[str], expected: str) -> None:
+    """Services sharing an `app` label roll up into one application state."""
+    assert app_state(states).value == expected
+
+
+def test_app_documents_group_services_by_app_label() -> None:
+    """One document per app, naming the services that are not running; unlabelled services have none."""
+    docs = app_documents(
+        [
+            {"service": "api", "app": "shop", "state": "running"},
+            {"service": "redis", "app": "shop", "state": "degraded"},
+            {"service": "lone", "app": None, "state": "failed"},
+        ]
+    )
+    assert docs == {
+        "status/apps/shop.json": {
+            "app": "shop",
+            "state": "partially-degraded",
+            "reason": "redis degraded",
+            "services": {"api": "running", "redis": "degraded"},
+        }
+    }
+
+
+# name, reports (node -> ready or None), node liveness given, expected state
+ROLLUPS = [
+    ("both ready", {"a": True, "b": True}, None, "running"),
+    ("second node never reported", {"a": True}, None, "deploying"),
+    ("offline node inferred from unhealthy endpoints", {"a": True, "b": True}, {"a"}, "degraded"),
+]
+
+
+@pytest.mark.parametrize(("name", "ready", "reachable", "expected"), ROLLUPS, ids=[r[0] for r in ROLLUPS])
+def test_service_status_state(name: str, ready: dict[str, bool], reachable: Any, expected: str) -> None:
+    """The service document's state from reports and endpoints alone (no liveness passed)."""
+    reports = {n: on_node(n, ready=r) for n, r in ready.items()}
+    addresses = {"a": "10.0.0.1", "b": "10.0.0.2"}
+    endpoints = endpoints_from_reports(reports, addresses=addresses, reachable=reachable or ready)
+    document = service_status(service=API, endpoints=endpoints["api"], reports=reports)
+    assert (document["state"], document["app"]) == (expected, "shop")
+
+
+def test_service_status_uses_given_liveness() -> None:
+    """With node liveness passed, an offline node's instance counts as offline whatever it reported."""
+    reports = {n: on_node(n) for n in ("a", "b")}
+    document = service_status(
+        service=API, endpoints=[], reports=reports, nodes={"a": NodeState.ONLINE, "b": NodeState.OFFLINE}
+    )
+    assert (document["state"], document["reason"]) == ("degraded", "1/2 ready; b offline")
+    assert [i["seen"] for i in document["instances"]] == ["ready", "offline"]
