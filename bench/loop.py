@@ -22,6 +22,7 @@ from reconciler.demo import LocalFleet, set_tiny_message, tiny_fleet
 AGENTS, PUSHES = 20, 10
 AGENT_INTERVAL = "1s"
 TIMEOUT = 60.0
+POLL = 0.02
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def push_once(fleet: LocalFleet, message: str) -> Timing:
             reported = time.monotonic() - pushed_at
             return _from_logs(fleet, commit, wall, reported)
         fleet.check_children()
-        time.sleep(0.01)
+        time.sleep(POLL)
     raise RuntimeError(f"push {commit[:12]} was not applied everywhere within {TIMEOUT:.0f} s")
 
 

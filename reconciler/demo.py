@@ -43,6 +43,7 @@ from reconciler.keys import init_key
 
 NGINX = "/usr/sbin/nginx"
 STOP_GRACE = 5.0
+POLL = 0.05  # reading the bare repository also wakes the reconciler's file watcher: not too often
 _GIT_IDENTITY = [
     "-c",
     "user.name=plumb demo",
@@ -222,22 +223,39 @@ class NodeProgress:
         return "converged"
 
 
-def _blob_json(repo: Any, ref: str, path: str) -> dict[str, Any] | None:
-    reference = repo.references.get(ref)
-    if reference is None:
-        return None
-    try:
-        tree = reference.peel(pygit2.Commit).tree
-        data = tree[path].peel(pygit2.Blob).data
-        value = json.loads(data)
-    except (KeyError, ValueError, pygit2.GitError):
-        return None
-    return value if isinstance(value, dict) else None
+class BranchReader:
+    """Reads JSON files at branch tips of the bare repository; parsed files are kept by commit, so polling
+    an unchanged branch costs a ref lookup."""
+
+    LIMIT = 4096
+
+    def __init__(self, path: Path) -> None:
+        self.repo = pygit2.Repository(str(path))
+        self.parsed: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def read(self, ref: str, path: str) -> dict[str, Any] | None:
+        reference = self.repo.references.get(ref)
+        if reference is None:
+            return None
+        key = (str(reference.target), path)
+        if key not in self.parsed:
+            if len(self.parsed) > self.LIMIT:
+                self.parsed.clear()
+            self.parsed[key] = self._parse(reference, path)
+        return self.parsed[key]
+
+    @staticmethod
+    def _parse(reference: Any, path: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads(reference.peel(pygit2.Commit).tree[path].peel(pygit2.Blob).data)
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+        return value if isinstance(value, dict) else None
 
 
-def node_progress(repo: Any, node: str, *, state_ref: str, report_ref: str) -> NodeProgress:
-    plan = _blob_json(repo, state_ref, f"plans/{node}.json") or {}
-    report = _blob_json(repo, report_ref, "report.json") or {}
+def node_progress(reader: BranchReader, node: str, *, state_ref: str, report_ref: str) -> NodeProgress:
+    plan = reader.read(state_ref, f"plans/{node}.json") or {}
+    report = reader.read(report_ref, "report.json") or {}
     applied = report.get("applied") or {}
     resources = report.get("resources") or []
     instances = report.get("instances") or []
@@ -292,6 +310,7 @@ class LocalFleet:
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
         self.children = Children(self.workdir / "logs")
+        self._reader: BranchReader | None = None
 
     @property
     def bare(self) -> Path:
@@ -403,23 +422,30 @@ class LocalFleet:
     # reading progress
 
     def repository(self) -> Any:
+        """A fresh pygit2 Repository of the bare repository."""
         return pygit2.Repository(str(self.bare))
 
-    def progress(self, repo: Any | None = None) -> list[NodeProgress]:
-        repo = repo if repo is not None else self.repository()
+    @property
+    def reader(self) -> BranchReader:
+        if self._reader is None:
+            self._reader = BranchReader(self.bare)
+        return self._reader
+
+    def progress(self) -> list[NodeProgress]:
         state_ref = f"refs/heads/{self.state_branch}"
         return [
-            node_progress(repo, n, state_ref=state_ref, report_ref=f"refs/heads/{self.reports_prefix}{n}")
+            node_progress(
+                self.reader, n, state_ref=state_ref, report_ref=f"refs/heads/{self.reports_prefix}{n}"
+            )
             for n in self.nodes
         ]
 
-    def source(self, repo: Any | None = None) -> dict[str, Any]:
+    def source(self) -> dict[str, Any]:
         """status/source.json on the state branch: which desired commit was reconciled last."""
-        repo = repo if repo is not None else self.repository()
-        return _blob_json(repo, f"refs/heads/{self.state_branch}", "status/source.json") or {}
+        return self.reader.read(f"refs/heads/{self.state_branch}", "status/source.json") or {}
 
-    def planned(self, repo: Any | None = None) -> dict[str, int | None]:
-        return {p.node: p.planned for p in self.progress(repo)}
+    def planned(self) -> dict[str, int | None]:
+        return {p.node: p.planned for p in self.progress()}
 
     def check_children(self) -> None:
         """Fail early, naming the log, when a process the fleet started died."""
@@ -436,17 +462,16 @@ class LocalFleet:
         deadline = time.monotonic() + timeout
         changed: list[str] | None = None
         while time.monotonic() < deadline:
-            repo = self.repository()
-            if changed is None and self.source(repo).get("commit") == commit:
-                after = self.planned(repo)
+            if changed is None and self.source().get("commit") == commit:
+                after = self.planned()
                 changed = [n for n, serial in after.items() if serial != before.get(n)]
                 targets = {n: after[n] for n in changed}
             if changed is not None:
-                done = {p.node: p.applied for p in self.progress(repo)}
+                done = {p.node: p.applied for p in self.progress()}
                 if all((done.get(n) or 0) >= (targets[n] or 0) for n in changed):
                     return changed
             self.check_children()
-            time.sleep(0.02)
+            time.sleep(POLL)
         what = "reconciled" if changed is None else f"applied on {', '.join(changed)}"
         raise FleetError(f"commit {commit[:12]} was not {what} within {timeout:.0f} s")
 
