@@ -1,10 +1,4 @@
-"""Benchmark the whole loop: `git push` to applied on every node, 20 agents on this machine (`make bench`).
-
-Each push changes a file on every node (and so restarts a unit there). The time runs from just
-before `git push` to the moment the last node's report of the new serial is on its report branch.
-Where the time goes is read back from the processes' own logs: the reconciler's "state written"
-and each agent's "applied" line (JSON, with timestamps).
-"""
+"""Benchmark the whole loop: `git push` to applied on every node, 20 agents on this machine (`make bench`)."""
 
 from __future__ import annotations
 
@@ -53,7 +47,11 @@ def converge(fleet: LocalFleet) -> None:
 
 
 def push_once(fleet: LocalFleet, message: str) -> Timing:
-    """Push a change for every node and wait until every node reported it applied."""
+    """Push a change for every node (a file, and so a unit restart) and wait until every node reported it.
+
+    The time runs from just before `git push` until the last node's report of the new serial is on
+    its branch; where it went is read back from the processes' own JSON logs (the reconciler's
+    "state written", each agent's "applied")."""
     before = fleet.planned()
     set_tiny_message(fleet.work, message)
     wall = time.time()

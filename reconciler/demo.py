@@ -1,13 +1,4 @@
-"""A whole fleet on one machine: a bare repository, the reconciler and an agent per node, each a real process.
-
-`LocalFleet` is what `plumb demo`, `make bench` and the end-to-end tests share: it makes the keys,
-enrolls every node of a desired state (writing `spec.keys` into `nodes/*.yaml`), commits and pushes
-with the real `git`, starts a private nginx for every node whose plan has nginx sites, the
-reconciler in watch mode and one `plumb-agent --runtime process` per node in its own `--root`, and
-reads progress back from the bare repository with pygit2. Every process it starts runs in its own
-process group and `stop()` ends them all, and the services the agents' supervisors run, in order.
-The shop-specific preparation (artifacts, stand-ins, the change the demo pushes) is at the end.
-"""
+"""A whole fleet on one machine (bare repository, reconciler, agents, nginx) for the demo, bench and tests."""
 
 from __future__ import annotations
 
@@ -296,7 +287,15 @@ class NodeInfo:
 
 @dataclass
 class LocalFleet:
-    """A bare repository, a reconciler and one agent per node, all local; see the module docstring."""
+    """A bare repository, a reconciler and one agent per node, each a real process on this machine.
+
+    It makes the keys, enrolls every node of a desired state (writing `spec.keys` into
+    `nodes/*.yaml`), commits and pushes with the real `git`, starts a private nginx for every node
+    whose plan has nginx sites, the reconciler in watch mode and one `plumb-agent --runtime process`
+    per node in its own `--root`, and reads progress back from the bare repository. Every process
+    runs in its own process group; `stop()` ends them all, and the services the agents' supervisors
+    run, in order.
+    """
 
     workdir: Path
     agent_interval: str = "1s"

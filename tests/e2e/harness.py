@@ -1,17 +1,4 @@
-"""`Fleet`: a whole local fleet (bare repository, reconciler, agents, nginx) for end-to-end tests.
-
-A thin layer over `reconciler.demo.LocalFleet`: every wait is bounded and fails with the fleet's
-table and the tails of the logs of whoever is stuck; `stop()` ends every process the fleet started
-(agents, their services, nginx, the reconciler) and is safe to call twice. Use it through the
-`make_fleet` fixture of `tests/e2e/conftest.py`, which stops every fleet even when a test fails:
-
-    fleet = make_fleet(files={...})          # or source=Path("examples/shop")
-    fleet.start()
-    fleet.wait_converged()
-    before = fleet.planned()
-    commit = fleet.push("change", files={"services/api.yaml": ...})
-    fleet.wait_applied(commit, before)
-"""
+"""`Fleet`: a whole local fleet (bare repository, reconciler, agents, nginx) for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -30,7 +17,18 @@ DEFAULT_TIMEOUT = 90.0
 
 
 class Fleet:
-    """A local fleet under test; see the module docstring."""
+    """A `reconciler.demo.LocalFleet` under test: bounded waits that fail with the fleet's table and logs.
+
+    `stop()` ends every process the fleet started and is safe to call twice. Use it through the
+    `make_fleet` fixture of `tests/e2e/conftest.py`, which stops every fleet even when a test fails:
+
+        fleet = make_fleet(files={...})      # or source=Path("examples/shop"), prepare=tiny_fleet...
+        fleet.start()
+        fleet.wait_converged()
+        before = fleet.planned()
+        commit = fleet.push("change", files={"services/api.yaml": ...})
+        fleet.wait_applied(commit, before)
+    """
 
     def __init__(
         self, workdir: Path, *, agent_interval: str = "0.5s", reconcile_interval: str = "2s"
