@@ -2,8 +2,10 @@
 
 The pass reads the state branch first and the desired branch second (so a desired tip is never
 older than what another reconciler already reconciled), refuses a rewound desired branch, compiles
-the desired commit, plans every node, derives the status documents, and writes one commit with
-only the files that changed. A lost compare-and-swap race re-reads everything and tries again.
+the desired commit, learns from the latest reports the endpoints, the dependencies nothing serves
+yet and each service's next rollout step, renders with them, plans every node, derives the status
+documents (rollouts in `status/releases/`), and writes one commit with only the files that changed.
+A lost compare-and-swap race re-reads everything and tries again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ import structlog
 from agent.crypto import SigningKey
 from agent.errors import ContractError
 from reconciler.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
+from reconciler.discovery import waiting_for
 from reconciler.errors import PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
 from reconciler.gitsource import read_commit_files
@@ -37,9 +40,11 @@ from reconciler.planner import (
     plan_payload,
 )
 from reconciler.reports import ReportCache, read_reports, report_tips
+from reconciler.rollout import Decision, NodeObservation, RolloutState, observe, step_service
 from reconciler.statestore import Location, StateSnapshot, StateStore, current_target, state_json
 from reconciler.status import (
     NodeFacts,
+    NodeState,
     ReceivedReport,
     ServiceFacts,
     endpoints_from_reports,
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("plumb.reconcile")
 MAX_ATTEMPTS = 20
 SOURCE_PATH = "status/source.json"
+RELEASES_PREFIX = "status/releases/"
 DEFAULT_STATE_BRANCH = "plumb/state"
 DEFAULT_REPORTS_PREFIX = "plumb/reports/"
 JsonObject = dict[str, Any]
@@ -71,6 +77,7 @@ class PassResult:
     ok: bool = True
     findings: tuple[Finding, ...] = ()
     skipped: bool = False
+    wake_at: datetime | None = None  # when a pass with the same inputs could decide differently
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,36 @@ class _Inputs:
     desired: str
     tips: dict[str, str]
     source: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class _Discovered:
+    """What the latest reports decide before rendering: endpoints, dependencies nothing serves, rollouts."""
+
+    endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
+    waiting: dict[str, list[str]] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+
+    @property
+    def pins(self) -> dict[str, dict[str, str]]:
+        return {name: dict(d.pins) for name, d in self.decisions.items() if d.pins}
+
+    @property
+    def render_key(self) -> tuple[Any, ...]:
+        """Everything besides the files that the rendered resources depend on."""
+        return (self.endpoints, self.waiting, self.pins)
+
+    def release_docs(self) -> dict[str, JsonObject | None]:
+        """status/releases/<service>.json of every service (None: no rollout, no document)."""
+        return {
+            f"{RELEASES_PREFIX}{name}.json": d.state.to_json() if d.state is not None else None
+            for name, d in self.decisions.items()
+        }
+
+    @property
+    def wake_at(self) -> datetime | None:
+        times = [d.wake_at for d in self.decisions.values() if d.wake_at is not None]
+        return min(times) if times else None
 
 
 class _StatusMemo:
@@ -143,10 +180,10 @@ class Reconciler:
     reports_prefix: str = DEFAULT_REPORTS_PREFIX
     _stores: dict[str, StateStore] = field(default_factory=dict, init=False)
     _memo: _Memo | None = field(default=None, init=False)
-    _endpoints: dict[str, list[Endpoint]] = field(default_factory=dict, init=False)
+    _found: _Discovered = field(default_factory=_Discovered, init=False)
     _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo(), init=False)
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
-    _compiled: tuple[str, list[SourceFile], Desired] | None = field(default=None, init=False)
+    _compiled: tuple[str, list[SourceFile], Desired, tuple[Any, ...]] | None = field(default=None, init=False)
     _plans_read: dict[int, tuple[Mapping[str, Any], NodePlan]] = field(default_factory=dict, init=False)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
@@ -188,14 +225,15 @@ class Reconciler:
         if self._memo is not None and self._memo.key == key and now < self._memo.until:
             return PassResult(desired=inputs.desired, skipped=True)
         self._check_forward(inputs)
-        desired = self._compile(inputs, now)
+        previous = self._previous_plans(inputs.snapshot)
+        desired = self._compile(inputs, previous, now)
         if not desired.ok or desired.model is None:
             return self._write_invalid(inputs, desired, now)
         repository = desired.model.repository
         if (repository.state_branch, repository.reports_prefix) != (self.state_branch, self.reports_prefix):
             self.state_branch, self.reports_prefix = repository.state_branch, repository.reports_prefix
             return self._attempt(now)
-        return self._write_valid(inputs, desired, now)
+        return self._write_valid(inputs, desired, previous, now)
 
     def _check_forward(self, inputs: _Inputs) -> None:
         last = inputs.source.get("commit") if inputs.source else None
@@ -212,28 +250,36 @@ class Reconciler:
                 f"{last[:12]}; refusing to rewind (use --allow-rewind)"
             )
 
-    def _compile(self, inputs: _Inputs, now: datetime) -> Desired:
-        """Compile the desired commit with the endpoints reports give; a commit already compiled with
-        the same endpoints (a pass woken by heartbeats) is not compiled again."""
+    def _compile(self, inputs: _Inputs, previous: Mapping[str, NodePlan], now: datetime) -> Desired:
+        """Compile the desired commit with what the reports decide (endpoints, waiting, rollout pins).
+
+        A commit already compiled with the same endpoints, waiting lists and pins (a pass woken by
+        heartbeats) is not compiled again. An invalid commit runs no rollout step.
+        """
         if self._compiled is None or self._compiled[0] != inputs.desired:
             _, files = read_commit_files(self.location.repo, inputs.desired)
-            desired = compile_desired(files, endpoints=self._endpoints, cache=self.compile_cache)
-            self._compiled = (inputs.desired, files, desired)
-        _, files, desired = self._compiled
-        if desired.model is None:
+            self._compiled = (inputs.desired, files, *self._render(files, self._found))
+        _, files, desired, used = self._compiled
+        if not desired.ok or desired.model is None:
             return desired
-        endpoints = self._discover(desired.model, inputs, now)
-        if endpoints != self._endpoints:
-            self._endpoints = endpoints
-            desired = compile_desired(files, endpoints=endpoints, cache=self.compile_cache)
-            self._compiled = (inputs.desired, files, desired)
-        return desired
+        self._found = self._discover(desired.model, inputs, previous, now)
+        if self._found.render_key != used:
+            self._compiled = (inputs.desired, files, *self._render(files, self._found))
+        return self._compiled[2]
+
+    def _render(self, files: list[SourceFile], found: _Discovered) -> tuple[Desired, tuple[Any, ...]]:
+        desired = compile_desired(
+            files, endpoints=found.endpoints, waiting=found.waiting, pins=found.pins, cache=self.compile_cache
+        )
+        return desired, found.render_key
 
     def _reports(self, model: Model, inputs: _Inputs) -> dict[str, ReceivedReport]:
         keys = {name: node.signing_key for name, node in model.nodes.items()}
         return read_reports(self.location.repo, tips=inputs.tips, keys=keys, cache=self.report_cache)
 
-    def _discover(self, model: Model, inputs: _Inputs, now: datetime) -> dict[str, list[Endpoint]]:
+    def _discover(
+        self, model: Model, inputs: _Inputs, previous: Mapping[str, NodePlan], now: datetime
+    ) -> _Discovered:
         reports = self._reports(model, inputs)
         offline_after = model.repository.offline_after
         reachable = [
@@ -244,7 +290,34 @@ class Reconciler:
             )
         ]
         addresses = {n: node.address for n, node in model.nodes.items()}
-        return endpoints_from_reports(reports, addresses=addresses, reachable=reachable)
+        return _Discovered(
+            endpoints=endpoints_from_reports(reports, addresses=addresses, reachable=reachable),
+            waiting=waiting_for(model, reports, reachable=reachable),
+            decisions={
+                name: self._rollout(model, name, inputs, reports, previous, now)
+                for name in sorted(model.services)
+            },
+        )
+
+    def _rollout(
+        self,
+        model: Model,
+        service: str,
+        inputs: _Inputs,
+        reports: Mapping[str, ReceivedReport],
+        previous: Mapping[str, NodePlan],
+        now: datetime,
+    ) -> Decision:
+        """The service's next rollout step, from its stored state and what its nodes report."""
+        stored = self._store().try_load(inputs.snapshot, f"{RELEASES_PREFIX}{service}.json")
+        started = _batch_started(stored)
+        observations = {
+            node: _not_before(
+                _observe(model, service, node, reports.get(node), previous.get(node), now), started
+            )
+            for node in model.placement.get(service, ())
+        }
+        return step_service(model, service, stored=stored, observations=observations, now=now)
 
     def _write_invalid(self, inputs: _Inputs, desired: Desired, now: datetime) -> PassResult:
         last_good = inputs.source.get("lastGood") if inputs.source else None
@@ -262,10 +335,11 @@ class Reconciler:
         log.warning("desired commit is invalid", commit=inputs.desired, findings=len(desired.findings))
         return PassResult(desired=inputs.desired, written=written, ok=False, findings=desired.findings)
 
-    def _write_valid(self, inputs: _Inputs, desired: Desired, now: datetime) -> PassResult:
+    def _write_valid(
+        self, inputs: _Inputs, desired: Desired, previous: Mapping[str, NodePlan], now: datetime
+    ) -> PassResult:
         assert desired.model is not None
         model = desired.model
-        previous = self._previous_plans(inputs.snapshot)
         fleet = plan_fleet(
             nodes=desired.nodes,
             previous=previous,
@@ -291,8 +365,12 @@ class Reconciler:
         if changes:
             written = self._commit(inputs, changes, _message(inputs.desired, changed_nodes), now)
             log.info("state written", commit=written, desired=inputs.desired, nodes=len(changed_nodes))
-        self._remember(inputs, written, until=_next_deadline(model, fleet.plans, reports, now))
-        return PassResult(desired=inputs.desired, written=written, changed_nodes=changed_nodes)
+        deadline = _next_deadline(model, fleet.plans, reports, now)
+        wake_at = min(deadline, self._found.wake_at or deadline)
+        self._remember(inputs, written, until=wake_at)
+        return PassResult(
+            desired=inputs.desired, written=written, changed_nodes=changed_nodes, wake_at=wake_at
+        )
 
     def _sealers(self, model: Model) -> dict[str, Sealer]:
         """A sealer per node that has a sealing key; the same key gives the same (cached) sealer."""
@@ -354,13 +432,16 @@ class Reconciler:
         }
         for name in model.services:
             docs[f"status/services/{name}.json"] = service_status(
-                service=_service_facts(model, name), endpoints=self._endpoints.get(name, []), reports=reports
+                service=_service_facts(model, name),
+                endpoints=self._found.endpoints.get(name, []),
+                reports=reports,
             )
+        docs.update(self._found.release_docs())
         docs[SOURCE_PATH] = source_status(
             commit=inputs.desired, branch=self.branch, findings=warnings, ok=True, last_good=inputs.desired
         )
         for path in inputs.snapshot.files:
-            if path.startswith(("status/nodes/", "status/services/")) and path not in docs:
+            if path.startswith(("status/nodes/", "status/services/", RELEASES_PREFIX)) and path not in docs:
                 docs[path] = None
         return docs
 
@@ -463,6 +544,45 @@ def _next_deadline(
             deadlines.append(parse_time(plan.expires) - half)
     future = [d for d in deadlines if d > now]
     return min(future) if future else now
+
+
+def _observe(
+    model: Model,
+    service: str,
+    node: str,
+    report: ReceivedReport | None,
+    plan: NodePlan | None,
+    now: datetime,
+) -> NodeObservation:
+    """What `node`'s latest report says about `service`, against the plan it was last given."""
+    offline_after = model.repository.offline_after
+    state, _ = liveness(report, cordoned=False, now=now, offline_after=offline_after)
+    return observe(
+        report.document if report is not None else None,
+        service=service,
+        resource_ids={str(e.get("id")) for e in plan.resources if e.get("service") == service}
+        if plan
+        else (),
+        plan_serial=plan.serial if plan is not None else None,
+        online=state is NodeState.ONLINE,
+        cordoned=model.nodes[node].cordoned,
+    )
+
+
+def _batch_started(stored: Mapping[str, Any] | None) -> datetime | None:
+    """When the stored rollout's running batch started (None: none running, or no readable state)."""
+    try:
+        return RolloutState.from_json(stored).batch_started if stored is not None else None
+    except ValueError:
+        return None
+
+
+def _not_before(seen: NodeObservation, started: datetime | None) -> NodeObservation:
+    """Readiness on a new version cannot have begun before its batch did: an older `readySince` is
+    the agent's probe history from before the restart, and counting it would skip the health gate."""
+    if started is None or seen.ready_since is None or seen.ready_since >= started:
+        return seen
+    return replace(seen, ready_since=started)
 
 
 def _message(desired: str, nodes: tuple[str, ...]) -> str:
