@@ -29,7 +29,7 @@ from reconciler.load import Document, ParsedFile, parse_file
 from reconciler.model import Model, Node
 from reconciler.render import Lookups, healthy_endpoints
 from reconciler.schemas import document_findings, dotted
-from reconciler.validate import build_model
+from reconciler.validate import BuildMemo, build_model
 from reconciler.values import Endpoint, RenderedResource, SourceFile
 
 __all__ = ["CompileCache", "Desired", "Endpoint", "RenderedResource", "SourceFile", "compile_desired"]
@@ -72,8 +72,9 @@ class CompileCache:
         self.parsed: dict[str, ParsedFile] = {}
         self.schema: dict[str, list[Finding]] = {}
         self.renders: dict[tuple[Any, ...], GroupRender] = {}
-        self.checks: dict[Any, Any] = {}  # service checks, see validate.build_model
+        self.build = BuildMemo()  # model objects and service checks, see validate.build_model
         self.layouts: dict[str, tuple[Any, tuple[RenderedResource, ...], tuple[Finding, ...]]] = {}
+        self.services: dict[str, tuple[Any, list[tuple[str, GroupRender, bool]]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -91,13 +92,17 @@ class CompileCache:
             found = self.schema[doc.origin] = document_findings(doc)
         return found
 
+    def still_valid(self, render: GroupRender, lookups: Lookups) -> bool:
+        """Whether every endpoint list `render` read is still what it was."""
+        return all(
+            healthy_endpoints(lookups.endpoints.get(service, ()), port) == seen
+            for (service, port), seen in render.calls.endpoints.items()
+        )
+
     def render(self, key: tuple[Any, ...], lookups: Lookups, make: Callable[[], GroupRender]) -> GroupRender:
         """A cached render, reused only while every endpoint list it read is unchanged."""
         cached = self.renders.get(key)
-        if cached is not None and all(
-            healthy_endpoints(lookups.endpoints.get(service, ()), port) == seen
-            for (service, port), seen in cached.calls.endpoints.items()
-        ):
+        if cached is not None and self.still_valid(cached, lookups):
             self.hits += 1
             return cached
         self.misses += 1
@@ -107,6 +112,8 @@ class CompileCache:
     def prune(self, live: set[str]) -> None:
         """Forget files no longer in the repository, so a long-running reconciler stays small."""
         self.parsed = {k: v for k, v in self.parsed.items() if k in live}
+        origins = {doc.origin for parsed in self.parsed.values() for doc in parsed.documents}
+        self.build.objects = {k: v for k, v in self.build.objects.items() if k in origins}
 
 
 def git_blob_id(data: bytes) -> str:
@@ -152,7 +159,7 @@ def compile_desired(
             elif doc.kind and doc.name:
                 invalid.setdefault(doc.kind, set()).add(doc.name)
     unreadable = any(f.code in UNREADABLE for f in findings)
-    model, semantic = build_model(valid, invalid, unreadable=unreadable, memo=cache.checks)
+    model, semantic = build_model(valid, invalid, unreadable=unreadable, memo=cache.build)
     findings.extend(semantic)
     lookups = Lookups(endpoints or {}, {s.name: s.data for s in model.secrets.values()}, _certificates(model))
     nodes, rendered = _Assembly(model, lookups, cache, pins or {}, waiting or {}).run()
@@ -184,6 +191,9 @@ def _certificates(model: Model) -> dict[str, dict[str, str]]:
     return {name: certificate_paths(name) | {"fullchain": ""} for name in model.certificates}
 
 
+Landing = tuple[str, GroupRender, bool]  # (node, render, whether it is the service's own group)
+
+
 class _Assembly:
     """Render every group of every service and lay the pieces out per node, in apply order."""
 
@@ -210,15 +220,56 @@ class _Assembly:
 
     def run(self) -> tuple[dict[str, tuple[RenderedResource, ...]], list[Finding]]:
         for name in self.model.order:
-            service = self.model.services[name]
-            self._group(Group(name, None), self.model.placement.get(name, ()))
-            for use in service.traits:
-                trait = self.model.traits[use.type]
-                if trait.placement is not None:
-                    nodes = self.model.node_index.place(f"{name}/{use.type}", trait.placement)
-                    self._group(Group(name, use.index), nodes)
+            for node_name, done, own in self._service(name):
+                self._land(node_name, done, own)
         laid_out = {name: self._layout(name) for name in sorted(self.model.nodes)}
         return laid_out, self.findings
+
+    def _service(self, name: str) -> list[Landing]:
+        """Every render of one service with the node it lands on, reused whole while nothing it
+        read changed: the service's documents, its nodes, its pins, its waiting list, endpoints."""
+        service = self.model.services[name]
+        groups = [(Group(name, None), self.model.placement.get(name, ()))]
+        for use in service.traits:
+            trait = self.model.traits[use.type]
+            if trait.placement is not None:
+                groups.append(
+                    (
+                        Group(name, use.index),
+                        self.model.node_index.place(f"{name}/{use.type}", trait.placement),
+                    )
+                )
+        nodes = {node for _, placed in groups for node in placed}
+        key = (
+            self._key(Group(name, None), None, Variant(None)),
+            tuple(groups),
+            tuple(sorted(self.pins.get(name, {}).items())),
+            tuple(self.waiting.get(name, ())),
+            tuple(self.model.nodes[node].doc.origin for node in sorted(nodes)),
+            tuple(r.doc.origin for r in self.model.releases.values() if r.service == name),
+        )
+        cached = self.cache.services.get(name)
+        if (
+            cached is not None
+            and cached[0] == key
+            and all(
+                self.cache.still_valid(done, self.lookups)
+                for done in {id(d): d for _, d, _ in cached[1]}.values()
+            )
+        ):
+            return cached[1]
+        landed = [landing for group, placed in groups for landing in self._group(group, placed)]
+        self.cache.services[name] = (key, landed)
+        return landed
+
+    def _land(self, node_name: str, done: GroupRender, own: bool) -> None:
+        self.findings.extend(done.findings)
+        self.renders_on[node_name].append(done.serial)
+        self.per_node[node_name].extend(done.pieces)
+        if own:
+            service_piece = next((p for p in done.pieces if p.kind == "service"), None)
+            if service_piece is not None:
+                self.ports[node_name].extend((port, service_piece) for port in done.ports)
 
     def _layout(self, name: str) -> tuple[RenderedResource, ...]:
         """One node's resources, reused from the last compile when the same renders land on it."""
@@ -232,10 +283,11 @@ class _Assembly:
         self.cache.layouts[name] = (key, resources, tuple(self.findings[before:]))
         return resources
 
-    def _group(self, group: Group, nodes: Sequence[str]) -> None:
+    def _group(self, group: Group, nodes: Sequence[str]) -> list[Landing]:
         if not nodes:
-            return
+            return []
         per_node = group_reads_node(self.model, group)
+        landed: list[Landing] = []
         for node_name in nodes:
             node = self.model.nodes[node_name] if per_node else None
             variant = self._variant(group, node_name)
@@ -243,15 +295,8 @@ class _Assembly:
             done = self.cache.render(
                 key, self.lookups, partial(render_group, self.model, group, node, self.lookups, variant)
             )
-            self.findings.extend(done.findings)
-            self.renders_on[node_name].append(done.serial)
-            for piece in done.pieces:
-                self.per_node[node_name].append(piece)
-            if group.trait_index is None:
-                service_piece = next((p for p in done.pieces if p.kind == "service"), None)
-                for port in done.ports:
-                    if service_piece is not None:
-                        self.ports[node_name].append((port, service_piece))
+            landed.append((node_name, done, group.trait_index is None))
+        return landed
 
     def _variant(self, group: Group, node: str) -> Variant:
         service = group.service

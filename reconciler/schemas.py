@@ -117,14 +117,23 @@ def _format_errors(name: str, body: Any) -> bool:
 
 def parameter_schema_findings(doc: Document, at: tuple[str | int, ...], value: Any) -> list[Finding]:
     """Findings for a user-written parameter schema that is not itself a valid JSON Schema."""
-    try:
-        Draft202012Validator.check_schema(value)
-    except SchemaError as exc:
+    exc = _schema_error(json.dumps(value, sort_keys=True))
+    if exc is not None:
         path = (*at, *exc.path)
         line, column = doc.where(path)
         message = f"not a valid JSON Schema: {_trim(exc.message)}"
         return [Finding(doc.path, line, column, dotted(path), message, "bad-parameter-schema")]
     return []
+
+
+@lru_cache(maxsize=1024)
+def _schema_error(schema_json: str) -> SchemaError | None:
+    """The metaschema's verdict on one user schema, computed once per distinct schema."""
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_json))
+    except SchemaError as exc:
+        return exc
+    return None
 
 
 def instance_findings(

@@ -77,7 +77,7 @@ def build_model(
     invalid_names: Mapping[str, set[str]],
     *,
     unreadable: bool = False,
-    memo: dict[Any, Any] | None = None,
+    memo: BuildMemo | None = None,
 ) -> tuple[Model, list[Finding]]:
     """Build the model from schema-valid documents and run every reference check on it.
 
@@ -87,11 +87,12 @@ def build_model(
     Services whose own findings make their rendering meaningless (bad parameters, conflicting
     traits) are left out of the model's rendering, so one mistake gives one finding.
 
-    `memo` (kept by the caller between calls) remembers each service's checks by the identity of
-    everything they read, so an unchanged service is not checked again.
+    `memo` (kept by the caller between calls) remembers model objects by document origin and each
+    service's checks by the identity of everything they read, so an unchanged service is neither
+    built nor checked again.
     """
     checks = _Checks()
-    repository, by_kind = _collect(valid, checks)
+    repository, by_kind = _collect(valid, checks, memo.objects if memo else {})
     model = Model(
         repository=repository,
         nodes=by_kind["Node"],
@@ -105,7 +106,7 @@ def build_model(
     model = replace(model, node_index=placement.NodeIndex(model.nodes))
     if invalid_names.get("Repository") or unreadable:
         model = replace(model, repository=replace(model.repository, trusted=False))
-    references = _References(model, checks, invalid_names, unreadable, memo)
+    references = _References(model, checks, invalid_names, unreadable, memo.checks if memo else None)
     references.run()
     services = {
         name: s for name, s in model.services.items() if _usable(model, s) and name not in references.broken
@@ -126,7 +127,25 @@ def _usable(model: Model, service: Service) -> bool:
     return service.template in model.templates and all(use.type in model.traits for use in service.traits)
 
 
-def _collect(valid: Sequence[Document], checks: _Checks) -> tuple[Repository, dict[str, dict[str, Any]]]:
+@dataclass
+class BuildMemo:
+    """What build_model keeps between calls: model objects by document origin, service checks."""
+
+    objects: dict[str, Any] = field(default_factory=dict)
+    checks: dict[Any, Any] = field(default_factory=dict)
+
+
+def _built(kind: str, doc: Document, objects: dict[str, Any]) -> Any:
+    """The model object of a document; the same origin (blob and index) gives the same object."""
+    found = objects.get(doc.origin)
+    if found is None or found.doc.path != doc.path:
+        found = objects[doc.origin] = _BUILDERS[kind](doc)
+    return found
+
+
+def _collect(
+    valid: Sequence[Document], checks: _Checks, objects: dict[str, Any]
+) -> tuple[Repository, dict[str, dict[str, Any]]]:
     repository: Repository | None = None
     by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in _BUILDERS}
     for doc in valid:
@@ -147,7 +166,7 @@ def _collect(valid: Sequence[Document], checks: _Checks) -> tuple[Repository, di
                 doc, ("metadata", "name"), f"{kind} {name!r} is already defined at {where}", "duplicate-name"
             )
             continue
-        by_kind[kind][name] = _BUILDERS[kind](doc)
+        by_kind[kind][name] = _built(kind, doc, objects)
     return repository or Repository(), by_kind
 
 
