@@ -16,6 +16,7 @@ _COMMANDS: dict[str, str] = {
     "render": "reconciler.commands.render:render",
     "reconcile": "reconciler.commands.reconcile:reconcile",
     "plan": "reconciler.commands.plan:plan",
+    "status": "reconciler.commands.status:status",
     "keys": "reconciler.commands.keys:keys",
     "rollback": "reconciler.commands.rollback:rollback",
     "demo": "reconciler.commands.demo:demo",

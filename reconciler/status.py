@@ -16,7 +16,7 @@ from typing import Any
 from agent.errors import ContractError
 from reconciler.desired import Endpoint
 from reconciler.findings import Finding
-from reconciler.planner import JsonObject, NodePlan, parse_time
+from reconciler.planner import JsonObject, NodePlan, format_time, parse_time
 from reconciler.review import Action, ActionKind, Entry, diff_entries
 
 
@@ -494,4 +494,60 @@ def source_status(
         "ok": ok,
         "lastGood": last_good,
         "findings": [f.as_json() for f in findings],
+    }
+
+
+# -- what `plumb status` shows: the stored documents with live report ages ------------------------
+
+
+def age_seconds(when: datetime | None, now: datetime) -> int | None:
+    """Whole seconds from `when` to `now` (never negative), None when there is no `when`."""
+    return None if when is None else max(0, int((now - when).total_seconds()))
+
+
+def live_node(
+    document: Mapping[str, Any], report: ReceivedReport | None, *, now: datetime, offline_after: int
+) -> JsonObject:
+    """A node's status document with its latest report's age and applied serial, read now.
+
+    A node the document calls online whose report is older than `offlineAfter` is shown offline:
+    the reconciler would record it so on its next pass (if it runs).
+    """
+    when = report.time if report is not None else None
+    age = age_seconds(when, now)
+    state, reason = str(document.get("state")), str(document.get("reason") or "")
+    if state == NodeState.ONLINE and (age is None or age > offline_after):
+        state, reason = (
+            NodeState.OFFLINE.value,
+            f"no report for more than {offline_after}s (not yet recorded)",
+        )
+    applied = (report.applied if report is not None else None) or document.get("applied") or {}
+    plan = document.get("plan") or {}
+    return {
+        "node": document.get("node"),
+        "address": document.get("address"),
+        "state": state,
+        "reason": reason,
+        "lastReport": None if when is None else format_time(when),
+        "reportAge": age,
+        "planSerial": plan.get("serial"),
+        "appliedSerial": applied.get("serial"),
+        "inSync": applied.get("serial") == plan.get("serial") and applied.get("digest") == plan.get("digest"),
+        "pending": list(document.get("pending") or []),
+        "drift": list(document.get("drift") or []),
+        "rejected": document.get("rejected"),
+    }
+
+
+def service_summary(document: Mapping[str, Any]) -> JsonObject:
+    """A service's status document with its endpoint counts and reported versions added."""
+    endpoints = list(document.get("endpoints") or [])
+    versions: dict[str, int] = {}
+    for instance in document.get("instances") or []:
+        if instance.get("version") and instance.get("state") != "unknown":
+            versions[str(instance["version"])] = versions.get(str(instance["version"]), 0) + 1
+    return {
+        **document,
+        "healthyEndpoints": sum(1 for e in endpoints if e.get("healthy")),
+        "versions": dict(sorted(versions.items())),
     }
