@@ -7,6 +7,7 @@ validate --rev` and the reconciler see exactly what was committed, with Git's bl
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import pygit2
@@ -47,22 +48,45 @@ def read_commit_files(repo: pygit2.Repository, rev: str, *, subdir: str = "") ->
         except KeyError as exc:
             raise UsageError(f"{subdir!r} does not exist in {rev}") from exc
         tree = repo[entry.id].peel(pygit2.Tree)
-    files: list[SourceFile] = []
-    _walk(repo, tree, "", files)
+    files = list(_files_of(repo, tree, ""))
+    if len(files) > MAX_FILES:
+        raise UsageError(f"more than {MAX_FILES} files; is this the right repository?")
     return str(commit.id), files
 
 
-def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, out: list[SourceFile]) -> None:
+# Trees and blobs are content-addressed, so what a tree holds never changes: reading the next
+# commit re-walks only the subtrees that changed and reads only the blobs that are new.
+_TREES: OrderedDict[tuple[str, str, str], tuple[SourceFile, ...]] = OrderedDict()
+_TREE_CACHE_SIZE = 4096
+_LAST: dict[tuple[str, str], dict[str, SourceFile]] = {}  # the last listing read per directory
+
+
+def _files_of(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> tuple[SourceFile, ...]:
+    key = (repo.path, str(tree.id), prefix)
+    found = _TREES.get(key)
+    if found is not None:
+        _TREES.move_to_end(key)
+        return found
+    out: list[SourceFile] = []
+    last = _LAST.get((repo.path, prefix), {})
     for entry in tree:
         path = f"{prefix}{entry.name}"
         if entry.type_str == "tree":
             if not (entry.name or "").startswith("."):
-                _walk(repo, repo[entry.id].peel(pygit2.Tree), path + "/", out)
+                out.extend(_files_of(repo, repo[entry.id].peel(pygit2.Tree), path + "/"))
         elif entry.type_str == "blob" and is_plumb_file(path) and entry.filemode != pygit2.GIT_FILEMODE_LINK:
-            blob = repo[entry.id].peel(pygit2.Blob)
-            out.append(SourceFile(path, blob.data, str(entry.id)))
-            if len(out) > MAX_FILES:
-                raise UsageError(f"more than {MAX_FILES} files; is this the right repository?")
+            blob_id = str(entry.id)
+            known = last.get(path)
+            if known is None or known.blob_id != blob_id:
+                known = SourceFile(path, repo[entry.id].peel(pygit2.Blob).data, blob_id)
+            out.append(known)
+        if len(out) > MAX_FILES:
+            raise UsageError(f"more than {MAX_FILES} files; is this the right repository?")
+    found = _TREES[key] = tuple(out)
+    _LAST[(repo.path, prefix)] = {f.path: f for f in found if f.path.count("/") == prefix.count("/")}
+    if len(_TREES) > _TREE_CACHE_SIZE:
+        _TREES.popitem(last=False)
+    return found
 
 
 def read_worktree_files(root: Path) -> list[SourceFile]:
