@@ -7,6 +7,7 @@ Report ages are shown live by `plumb status`; here they only decide online or of
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from reconciler.desired import Endpoint
 from reconciler.findings import Finding
 from reconciler.planner import JsonObject, NodePlan, format_time, parse_time
 from reconciler.review import Action, ActionKind, Entry, diff_entries
+
+NODES_PREFIX = "status/nodes/"
+SERVICES_PREFIX = "status/services/"
+APPS_PREFIX = "status/apps/"
 
 
 class NodeState(enum.StrEnum):
@@ -343,6 +348,16 @@ def service_status(
     }
 
 
+def node_states(documents: Mapping[str, Mapping[str, Any] | None]) -> dict[str, NodeState]:
+    """Each node's liveness from the status/nodes/<node>.json documents among `documents` (by path)."""
+    found: dict[str, NodeState] = {}
+    for path, document in documents.items():
+        if path.startswith(NODES_PREFIX) and document is not None:
+            with contextlib.suppress(ValueError):
+                found[path[len(NODES_PREFIX) : -len(".json")]] = NodeState(document.get("state"))
+    return found
+
+
 def _phase(rollout: Mapping[str, Any] | None) -> str | None:
     phase = rollout.get("phase") if rollout else None
     return str(phase) if phase else None
@@ -481,7 +496,7 @@ def app_documents(services: Iterable[Mapping[str, Any]]) -> dict[str, JsonObject
     for document in services:
         if document.get("app"):
             by_app.setdefault(str(document["app"]), []).append(document)
-    return {f"status/apps/{app}.json": app_status(app, docs) for app, docs in sorted(by_app.items())}
+    return {f"{APPS_PREFIX}{app}.json": app_status(app, docs) for app, docs in sorted(by_app.items())}
 
 
 def source_status(

@@ -19,6 +19,7 @@ from reconciler.status import (
     app_state,
     classify,
     endpoints_from_reports,
+    node_states,
     node_status,
     service_state,
     service_status,
@@ -392,3 +393,14 @@ def test_service_status_uses_given_liveness() -> None:
     )
     assert (document["state"], document["reason"]) == ("degraded", "1/2 ready; b offline")
     assert [i["seen"] for i in document["instances"]] == ["ready", "offline"]
+
+
+def test_node_states_from_status_documents() -> None:
+    """Liveness per node from the node documents of a pass; other documents and deletions are skipped."""
+    docs = {
+        "status/nodes/a.json": {"state": "online"},
+        "status/nodes/b.json": {"state": "offline"},
+        "status/nodes/c.json": None,
+        "status/services/api.json": {"state": "running"},
+    }
+    assert node_states(docs) == {"a": NodeState.ONLINE, "b": NodeState.OFFLINE}
