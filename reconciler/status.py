@@ -354,7 +354,7 @@ def node_states(documents: Mapping[str, Mapping[str, Any] | None]) -> dict[str, 
     for path, document in documents.items():
         if path.startswith(NODES_PREFIX) and document is not None:
             with contextlib.suppress(ValueError):
-                found[path[len(NODES_PREFIX) : -len(".json")]] = NodeState(document.get("state"))
+                found[path[len(NODES_PREFIX) : -len(".json")]] = NodeState(str(document.get("state")))
     return found
 
 
