@@ -207,8 +207,7 @@ class _Assembly:
     ) -> None:
         self.model, self.lookups, self.cache, self.pins, self.waiting = model, lookups, cache, pins, waiting
         self.releases = {(r.service, r.version): r for r in model.releases.values()}
-        self.per_node: dict[str, list[Piece]] = {name: [] for name in model.nodes}
-        self.ports: dict[str, list[tuple[Mapping[str, Any], Piece]]] = {name: [] for name in model.nodes}
+        self.landed: dict[str, list[tuple[GroupRender, bool]]] = {name: [] for name in model.nodes}
         self.findings: list[Finding] = []
         self.service_order = {service: index for index, service in enumerate(model.order)}
         self.renders_on: dict[str, list[int]] = {name: [] for name in model.nodes}
@@ -263,13 +262,10 @@ class _Assembly:
         return landed
 
     def _land(self, node_name: str, done: GroupRender, own: bool) -> None:
-        self.findings.extend(done.findings)
+        if done.findings:
+            self.findings.extend(done.findings)
         self.renders_on[node_name].append(done.serial)
-        self.per_node[node_name].extend(done.pieces)
-        if own:
-            service_piece = next((p for p in done.pieces if p.kind == "service"), None)
-            if service_piece is not None:
-                self.ports[node_name].extend((port, service_piece) for port in done.ports)
+        self.landed[node_name].append((done, own))
 
     def _layout(self, name: str) -> tuple[RenderedResource, ...]:
         """One node's resources, reused from the last compile when the same renders land on it."""
@@ -324,7 +320,8 @@ class _Assembly:
 
     def _node(self, name: str) -> tuple[RenderedResource, ...]:
         order = self.service_order
-        pieces = sorted(self.per_node[name], key=lambda p: (order[p.service], p.rank))
+        landed = [piece for done, _ in self.landed[name] for piece in done.pieces]
+        pieces = sorted(landed, key=lambda p: (order[p.service], p.rank))
         pieces = self._without_conflicts(name, pieces)
         self._check_ports(name)
         present = {p.id for p in pieces if p.kind == "service"}
@@ -373,9 +370,18 @@ class _Assembly:
             kept.append(piece)
         return kept
 
+    def _ports(self, node: str) -> list[tuple[Mapping[str, Any], Piece]]:
+        """The ports each service's own group binds on `node`, with the service's entry."""
+        bound: list[tuple[Mapping[str, Any], Piece]] = []
+        for done, own in self.landed[node]:
+            entry = next((p for p in done.pieces if p.kind == "service"), None) if own else None
+            if entry is not None:
+                bound.extend((port, entry) for port in done.ports)
+        return bound
+
     def _check_ports(self, node: str) -> None:
         bound: dict[tuple[int, str], Piece] = {}
-        for port, piece in self.ports[node]:
+        for port, piece in self._ports(node):
             key = (int(port["port"]), "udp" if port.get("protocol") == "udp" else "tcp")
             first = bound.setdefault(key, piece)
             if first.service != piece.service:
