@@ -354,9 +354,9 @@ def _artifact(builder: _GroupBuilder, spec: dict[str, Any]) -> dict[str, Any]:
 def _certificate(builder: _GroupBuilder, spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("name") not in builder.model.certificates:
         raise _Invalid(("name",), f"names no Certificate: {spec.get('name')!r}")
-    spec.setdefault("fullchain", "")
-    spec.setdefault("sealedKey", "plumb:sealed:v1:pending")
-    return spec
+    # The agent installs certificates, but the reconciler does not obtain them from ACME yet:
+    # refuse the resource plainly rather than plan a key that cannot be opened.
+    raise _Invalid((), "certificate resources are not supported yet: this reconciler does not run ACME")
 
 
 def _service(builder: _GroupBuilder, spec: dict[str, Any]) -> dict[str, Any]:

@@ -421,6 +421,16 @@ CASES = [
         7,
     ),
     Case(
+        "certificate-resource-not-supported",
+        {
+            "templates/web.yaml": BASE["templates/web.yaml"]
+            + "    - certificate: {name: api, certPath: /etc/plumb/a.pem, keyPath: /etc/plumb/a.key}\n"
+        },
+        "render",
+        "templates/web.yaml",
+        15,
+    ),
+    Case(
         "unknown-time-zone",
         {
             "releases/api-1.0.0.yaml": BASE["releases/api-1.0.0.yaml"]
