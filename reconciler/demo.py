@@ -386,14 +386,10 @@ class LocalFleet:
         argv += ["--reconciler-key", self.public_key, "--root", str(info.root(self.workdir))]
         argv += ["--state-dir", str(info.state_dir(self.workdir)), "--runtime", "process"]
         argv += ["--interval", self.agent_interval, "--state-branch", self.state_branch]
-        argv += ["--reports-prefix", self.reports_prefix]
+        argv += ["--reports-prefix", self.reports_prefix, "--nginx-binary", NGINX]  # never another nginx
         if info.nginx and nginx_available():
-            argv += [
-                "--nginx-config",
-                str(self._nginx_config(info)),
-                "--nginx-prefix",
-                str(self._nginx_prefix(info)),
-            ]
+            argv += ["--nginx-config", str(self._nginx_config(info))]
+            argv += ["--nginx-prefix", str(self._nginx_prefix(info))]
         return self.children.start(f"agent-{name}", argv)
 
     def _nginx_prefix(self, info: NodeInfo) -> Path:

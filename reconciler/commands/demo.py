@@ -92,6 +92,8 @@ def demo(example: Path, workdir: Path | None, duration: float | None, interval: 
       plumb demo --workdir /tmp/shop  # keep the repository, roots and logs afterwards
     """
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=110)  # CI logs: room for the table, no wrapping
     if workdir is not None and workdir.exists():
         raise click.BadParameter(f"{workdir} exists; give a new directory", param_hint="--workdir")
     temporary = workdir is None
@@ -190,18 +192,25 @@ def _display(console: Console, what: str) -> Iterator[Callable[[Sequence[NodePro
 
     def show(progress: Sequence[NodeProgress]) -> None:
         for entry in progress:
-            if seen.get(entry.node) != entry.describe():
-                seen[entry.node] = entry.describe()
-                console.print(f"  {time.monotonic() - started:5.1f} s  {entry.node}: {entry.describe()}")
+            if seen.get(entry.node) != _state(entry):
+                seen[entry.node] = _state(entry)
+                console.print(f"  {time.monotonic() - started:5.1f} s  {entry.node}: {_state(entry)}")
 
     console.print(f"waiting until {what}")
     yield show
 
 
+def _state(progress: NodeProgress) -> str:
+    if _done(progress) and not progress.converged:
+        return "converged, but for its nginx sites (no nginx here)"
+    return progress.describe()
+
+
 def _table(progress: Sequence[NodeProgress], *, title: str = "fleet") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("node", "plan serial", "applied", "resources", "services ready", "state"):
-        table.add_column(column)
+    for column in ("node", "plan serial", "applied", "resources", "services ready"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("state")
     for p in progress:
         ok = p.resources - len(p.failed)
         colour = "green" if _done(p) else ("red" if p.failed or p.rejected else "yellow")
@@ -211,7 +220,7 @@ def _table(progress: Sequence[NodeProgress], *, title: str = "fleet") -> Table:
             str(p.applied or "-"),
             f"{ok}/{p.resources} ok",
             f"{p.ready}/{p.instances}",
-            f"[{colour}]{p.describe()}[/]",
+            f"[{colour}]{_state(p)}[/]",
         )
     return table
 
