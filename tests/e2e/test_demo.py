@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.demo import set_tiny_message, tiny_fleet
+from reconciler.commands.demo import API_HOST as HOST
+from reconciler.commands.demo import EXAMPLE
+from reconciler.demo import ShopSetup, nginx_available, prepare_shop, set_tiny_message, tiny_fleet
 from tests.e2e.conftest import FleetFactory
 from tests.e2e.harness import kill_processes_under, processes_under
 
@@ -95,3 +97,35 @@ class TestFleetHarness:
         root = fleet.local.nodes["node-02"].root(fleet.workdir)
         assert (root / "etc/tiny/message.txt").read_text() == "changed\n"
         assert fleet.report("node-02")["applied"]["serial"] == fleet.plan("node-02")["serial"]
+
+
+class TestShopIngress:
+    """The shop's ingress trait through a real nginx: upstreams follow the endpoints the agents report."""
+
+    def test_an_edge_answers_503_when_no_endpoint_is_healthy(self, make_fleet: FleetFactory) -> None:
+        """With the API stopped everywhere the edge's site answers 503; started again, the API answers."""
+        if not nginx_available():
+            pytest.skip("nginx is not installed")
+        setups: list[ShopSetup] = []
+        fleet = make_fleet(
+            source=EXAMPLE, prepare=lambda work: setups.append(prepare_shop(work, work.parent / "artifacts"))
+        )
+        port = setups[0].edge_port
+        fleet.start()
+        fleet.wait_converged()
+        fleet.wait_until(
+            lambda: fleet.get("edge-2", port, host=HOST).status == 200, what="the API answers through edge-2"
+        )
+        api = (fleet.local.work / "services/api.yaml").read_text()
+        fleet.push(
+            "stop the API",
+            files={"services/api.yaml": api.replace("spec:\n", "spec:\n  state: stopped\n", 1)},
+        )
+        fleet.wait_until(
+            lambda: fleet.get("edge-2", port, host=HOST).status == 503, what="edge-2 answers 503"
+        )
+        assert "no healthy endpoint of api" in fleet.get("edge-2", port, host=HOST).body
+        fleet.push("start the API again", files={"services/api.yaml": api})
+        fleet.wait_until(
+            lambda: fleet.get("edge-2", port, host=HOST).status == 200, what="the API answers again"
+        )
