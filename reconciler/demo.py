@@ -35,14 +35,7 @@ from reconciler.keys import init_key
 NGINX = "/usr/sbin/nginx"
 STOP_GRACE = 5.0
 POLL = 0.05  # reading the bare repository also wakes the reconciler's file watcher: not too often
-_GIT_IDENTITY = [
-    "-c",
-    "user.name=plumb demo",
-    "-c",
-    "user.email=demo@plumb.invalid",
-    "-c",
-    "commit.gpgsign=false",
-]
+_GIT_CONFIG = ("user.name=plumb demo", "user.email=demo@plumb.invalid", "commit.gpgsign=false")
 
 
 class FleetError(PlumbError):
@@ -121,11 +114,11 @@ def stop_supervisors(state_dir: Path) -> None:
     while any(process_alive(p, str(d)) for p, d in running) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid, directory in running:
-        if process_alive(pid, str(directory)):
+        if process_alive(pid, str(directory)):  # stuck: kill it and the service it ran
             _signal_group(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            service = json.loads((directory / "status.json").read_text()).get("pid")
-            _signal_group(int(service), signal.SIGKILL)
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                service = json.loads((directory / "status.json").read_text()).get("pid")
+                _signal_group(int(service), signal.SIGKILL)
 
 
 def executable(name: str) -> str:
@@ -164,7 +157,12 @@ def git(*args: str, cwd: Path) -> str:
     """Run the real git (a user's push is what the reconciler must see); its stderr names any failure."""
     try:
         result = subprocess.run(
-            ["git", *_GIT_IDENTITY, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
+            ["git", *[a for c in _GIT_CONFIG for a in ("-c", c)], *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
     except FileNotFoundError as exc:
         raise FleetError("git is not installed (apt-get install git)") from exc
