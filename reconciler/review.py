@@ -12,12 +12,14 @@ import difflib
 import enum
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.desired import RenderedResource
 from reconciler.findings import Finding
+from reconciler.model import Model
 from reconciler.planner import plan_entry
+from reconciler.rollout import RolloutSettings, cut, order
 
 Entry = Mapping[str, Any]
 
@@ -209,14 +211,102 @@ class NodeReview:
 
 
 @dataclass(frozen=True)
+class RolloutPreview:
+    """How a release pull request would roll out: the batches and which nodes fall in each.
+
+    Computed as if every node were online; at run time an offline node is skipped and picked up
+    by a later batch. Cordoned nodes are `held` on the version they run.
+    """
+
+    service: str
+    from_version: str | None
+    to_version: str
+    batches: tuple[tuple[str, ...], ...]
+    held: tuple[str, ...] = ()
+    settings: RolloutSettings = field(default_factory=RolloutSettings)
+
+    def describe(self) -> str:
+        """`web 1.0.0 -> 1.1.0 in 3 batches (healthyFor 30s, timeout 10m, onFailure rollback)`."""
+        if self.from_version is None:
+            return f"{self.service} {self.to_version}: first deployment, every node at once"
+        s = self.settings
+        window = f", window {s.window}" if s.window is not None else ""
+        rules = (
+            f"healthyFor {_span(s.healthy_for.total_seconds())}, timeout {_span(s.timeout.total_seconds())}"
+        )
+        count = f"{len(self.batches)} batch{'es' if len(self.batches) != 1 else ''}"
+        return (
+            f"{self.service} {self.from_version} -> {self.to_version} in {count} "
+            f"({rules}, onFailure {s.on_failure.value}{window})"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "service": self.service,
+            "from": self.from_version,
+            "to": self.to_version,
+            "batches": [list(b) for b in self.batches],
+            "held": list(self.held),
+            "healthyFor": int(s.healthy_for.total_seconds()),
+            "timeout": int(s.timeout.total_seconds()),
+            "onFailure": s.on_failure.value,
+            "window": str(s.window) if s.window is not None else None,
+        }
+
+
+def _span(total: float) -> str:
+    whole = int(total)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def preview_rollouts(base: Model | None, head: Model) -> tuple[RolloutPreview, ...]:
+    """The rollouts merging head would start: services whose resolved Release version changes."""
+    previews = []
+    for name in sorted(head.services):
+        release = head.versions.get(name)
+        old = base.versions.get(name) if base is not None else None
+        if release is not None and (old is None or old.version != release.version):
+            previews.append(_preview(head, name, old.version if old is not None else None, release.version))
+    return tuple(previews)
+
+
+def _preview(head: Model, service: str, old: str | None, new: str) -> RolloutPreview:
+    release = head.versions[service]
+    settings = RolloutSettings.from_spec(release.rollout if release is not None else None)
+    nodes = head.placement.get(service, ())
+    if old is None:  # a first deployment reaches every node at once, cordoned or not
+        return RolloutPreview(service, None, new, (tuple(sorted(nodes)),), (), settings)
+    held = tuple(sorted(n for n in nodes if head.nodes[n].cordoned))
+    eligible = [n for n in order(service, new, nodes) if n not in held]
+    return RolloutPreview(service, old, new, batch_cuts(eligible, settings.batches), held, settings)
+
+
+def batch_cuts(nodes: Sequence[str], batches: Sequence[int | str]) -> tuple[tuple[str, ...], ...]:
+    """`nodes` (in rollout order) cut into the release's cumulative batches; empty batches left out."""
+    cuts: list[tuple[str, ...]] = []
+    done = 0
+    for index, share in enumerate(batches):
+        target = len(nodes) if index == len(batches) - 1 else cut(share, len(nodes))
+        if target > done:
+            cuts.append(tuple(nodes[done:target]))
+            done = target
+    return tuple(cuts)
+
+
+@dataclass(frozen=True)
 class Review:
-    """`plumb plan`: per node, what the head commit would change against the base."""
+    """`plumb plan`: per node, what the head commit would change against the base, and the rollouts."""
 
     base: str
     head: str
     nodes: tuple[NodeReview, ...]
     findings: tuple[Finding, ...] = ()
     ok: bool = True
+    rollouts: tuple[RolloutPreview, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -229,6 +319,7 @@ def review(
     head: Mapping[str, Sequence[RenderedResource]],
     base_commit: str,
     head_commit: str,
+    rollouts: Sequence[RolloutPreview] = (),
 ) -> Review:
     """Compare the rendered resources of two desired states node by node (nodes with changes only)."""
     nodes = []
@@ -240,7 +331,7 @@ def review(
             secret = {r.id for r in old + new if r.uses_secret}
             diffs = _diffs(old_entries, new_entries, secret)
             nodes.append(NodeReview(node=node, actions=actions, diffs=diffs))
-    return Review(base=base_commit, head=head_commit, nodes=tuple(nodes))
+    return Review(base=base_commit, head=head_commit, nodes=tuple(nodes), rollouts=tuple(rollouts))
 
 
 def _diffs(old: Sequence[Entry], new: Sequence[Entry], secret: set[str]) -> tuple[tuple[str, str], ...]:
@@ -267,6 +358,10 @@ def render_text(result: Review) -> str:
         return "\n".join(lines) + "\n"
     if not result.changed:
         return lines[0] + "\nno changes\n"
+    for rollout in result.rollouts:
+        lines.append(f"\nrollout {rollout.describe()}")
+        lines += [f"  batch {i}: {', '.join(nodes)}" for i, nodes in enumerate(rollout.batches, start=1)]
+        lines += [f"  held (cordoned): {', '.join(rollout.held)}"] if rollout.held else []
     for node in result.nodes:
         lines.append(f"\nnode {node.node}: {node.summary()}")
         lines += [f"  {a}" for a in node.actions]
@@ -293,6 +388,7 @@ def render_markdown(result: Review, *, limit: int = MARKDOWN_LIMIT) -> str:
     table = ["| Node | Changes |", "| --- | --- |"]
     table += [f"| `{n.node}` | {n.summary()} |" for n in result.nodes]
     head = title + f"\n{len(result.nodes)} node(s) would change.\n\n" + "\n".join(table) + "\n\n"
+    head += "".join(_markdown_rollout(r) for r in result.rollouts)
     sections = [_markdown_node(n, diffs=True) for n in result.nodes]
     if len(head) + sum(map(len, sections)) <= limit:
         return head + "\n".join(sections)
@@ -306,6 +402,13 @@ def render_markdown(result: Review, *, limit: int = MARKDOWN_LIMIT) -> str:
     if shown < len(result.nodes):
         body += f"_…and {len(result.nodes) - shown} more node(s)._\n"
     return body
+
+
+def _markdown_rollout(rollout: RolloutPreview) -> str:
+    rows = [f"| {i} | {', '.join(f'`{n}`' for n in nodes)} |" for i, nodes in enumerate(rollout.batches, 1)]
+    held = f"\nHeld (cordoned): {', '.join(f'`{n}`' for n in rollout.held)}\n" if rollout.held else ""
+    table = "\n".join(["| Batch | Nodes |", "| --- | --- |", *rows])
+    return f"**Rollout** {rollout.describe()}\n\n{table}\n{held}\n"
 
 
 def _markdown_node(node: NodeReview, *, diffs: bool) -> str:
@@ -325,6 +428,7 @@ def render_json(result: Review) -> dict[str, Any]:
         "ok": result.ok,
         "changed": result.changed,
         "findings": [f.as_json() for f in result.findings],
+        "rollouts": [r.as_json() for r in result.rollouts],
         "nodes": [
             {"node": n.node, "actions": [a.as_json() for a in n.actions], "diffs": dict(n.diffs)}
             for n in result.nodes

@@ -13,7 +13,15 @@ from reconciler.commands.common import fail
 from reconciler.desired import CompileCache, compile_desired
 from reconciler.errors import PlumbError
 from reconciler.gitsource import open_repository, read_commit_files
-from reconciler.review import Review, invalid_review, render_json, render_markdown, render_text, review
+from reconciler.review import (
+    Review,
+    invalid_review,
+    preview_rollouts,
+    render_json,
+    render_markdown,
+    render_text,
+    review,
+)
 
 
 @click.command()
@@ -34,7 +42,9 @@ def plan(base: str, head: str, repo: Path, fmt: str) -> None:
 
     Resources created, updated or deleted (with unified diffs of the rendered content; secrets
     show only a digest), units restarted, nginx reloaded, services started or stopped. When HEAD
-    is invalid, its findings with file:line. `--format markdown` is ready for a pull-request comment.
+    is invalid, its findings with file:line. A change of a service's Release shows its rollout: the
+    batches and which nodes fall in each (as if every node were online; cordoned nodes are held).
+    `--format markdown` is ready for a pull-request comment.
     Both sides render without reported endpoints, so upstreams change only where the commit does.
 
     Exit status: 0 no change, 2 changes, 1 error or invalid HEAD (terraform's convention).
@@ -66,4 +76,11 @@ def build_review(repository: pygit2.Repository, *, base: str, head: str) -> Revi
     if not new.ok:
         return invalid_review(base_commit=base_commit, head_commit=head_commit, findings=new.findings)
     before = old.nodes if old.ok else {}
-    return review(base=before, head=new.nodes, base_commit=base_commit, head_commit=head_commit)
+    assert new.model is not None
+    rollouts = preview_rollouts(old.model if old.ok else None, new.model)
+    held = {r.service: dict.fromkeys(r.held, r.from_version) for r in rollouts if r.held and r.from_version}
+    if held:  # cordoned nodes keep the version they run: their plans do not change
+        new = compile_desired(head_files, cache=cache, pins=held)
+    return review(
+        base=before, head=new.nodes, base_commit=base_commit, head_commit=head_commit, rollouts=rollouts
+    )
