@@ -301,8 +301,8 @@ class Seen(enum.StrEnum):
     """One placed instance of a service, as its node's latest report shows it."""
 
     READY = "ready"
-    STARTING = "starting"  # starting, waiting, not ready yet since it (re)started, or an older version
-    UNHEALTHY = "unhealthy"  # running but no longer ready
+    STARTING = "starting"  # waiting, not ready yet since it (re)started, or an older version
+    UNHEALTHY = "unhealthy"  # was ready, and is no longer (not ready, or restarting after a crash)
     FAILED = "failed"
     STOPPED = "stopped"
     MISSING = "missing"  # no report, or the report has no such instance yet
@@ -393,8 +393,10 @@ def classify(instance: Mapping[str, Any], *, desired: ServiceFacts, node: NodeSt
         return Seen.STARTING
     if instance.get("ready"):
         return Seen.READY
-    if state in ("starting", "waiting") or not instance.get("wasReady"):
-        return Seen.STARTING
+    if state == "waiting" or not instance.get("wasReady"):
+        return Seen.STARTING  # never ready since it (re)started: on its way up
+    if state == "starting":
+        return Seen.UNHEALTHY  # was ready, now being restarted: it crashed
     return Seen.STOPPED if state == "stopped" else Seen.UNHEALTHY
 
 
