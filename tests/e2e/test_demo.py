@@ -59,8 +59,9 @@ class TestDemo:
         assert "with 3 workers" in output, output
         assert processes_under(workdir) == []
 
-    def test_sigint_stops_everything_it_started(self, workdir: Path) -> None:
-        """Ctrl-C while the fleet runs leaves no agent, service, nginx or reconciler behind."""
+    @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+    def test_a_signal_stops_everything_it_started(self, workdir: Path, signum: signal.Signals) -> None:
+        """Ctrl-C (or SIGTERM) while the fleet runs leaves no agent, service, nginx or reconciler behind."""
         demo = subprocess.Popen(
             [PLUMB, "demo", "--workdir", str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -70,7 +71,7 @@ class TestDemo:
                 lambda: any(supervisors.glob("*/state/supervise/*/supervisor.pid")), 120, "a service runs"
             )
             assert len(processes_under(workdir)) > 3
-            demo.send_signal(signal.SIGINT)
+            demo.send_signal(signum)
             output, _ = demo.communicate(timeout=60)
         finally:
             if demo.poll() is None:
