@@ -34,6 +34,7 @@ from reconciler.errors import PlumbError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop"
 API_HOST = "api.example.com"
+FOREVER = 365 * 86400.0  # "until Ctrl-C"
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _demo(run: _Run, example: Path, duration: float | None) -> int:
     if not _push_change(run):
         return 1
     run.done = True
-    _hold(console, duration)
+    _hold(run, duration)
     return 0
 
 
@@ -263,28 +264,34 @@ def _show_request(run: _Run, *, expect: str) -> None:
         raise FleetError(f"the API did not answer through {edge.name}")
 
 
-def _hold(console: Console, duration: float | None) -> None:
+def _hold(run: _Run, duration: float | None) -> None:
+    console, fleet = run.console, run.fleet
+    if duration is not None and duration <= 0:
+        return
+    edge = next((n for n in fleet.nodes.values() if n.nginx), None)
+    console.print("\nthe fleet keeps running" + (f" for {duration:g} s" if duration else "; meanwhile, try:"))
     if duration is None:
-        console.print("\nthe fleet keeps running; Ctrl-C stops everything the demo started")
-        while True:
-            time.sleep(3600)
-    if duration > 0:
-        console.print(f"\nthe fleet keeps running for {duration:g} s")
-        time.sleep(duration)
+        if edge is not None and run.shop is not None and nginx_available():
+            console.print(f"  curl -H 'Host: {API_HOST}' http://{edge.address}:{run.shop.edge_port}/")
+        console.print(f"  git clone {fleet.bare}   # edit, commit, push: the fleet follows")
+        console.print(f"  tail -f {fleet.workdir / 'logs'}/*.log")
+        console.print("Ctrl-C stops everything the demo started")
+    time.sleep(duration if duration is not None else FOREVER)
 
 
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM stops the demo as Ctrl-C does."""
+    """SIGINT and SIGTERM stop the demo, even when SIGINT came in ignored (a `&` job of a script)."""
 
     def interrupt(signum: int, frame: object) -> NoReturn:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stop(run: _Run, temporary: bool) -> None:
