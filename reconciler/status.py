@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -329,7 +329,12 @@ def service_status(
     """
     instances = [_instance(service.name, node, reports.get(node)) for node in service.nodes]
     liveness_of = nodes if nodes is not None else _inferred_liveness(instances, endpoints)
-    seen = {i["node"]: classify(i, desired=service, node=liveness_of.get(i["node"])) for i in instances}
+    seen = {
+        i["node"]: classify(
+            i, desired=_expected(service, rollout, i["node"]), node=liveness_of.get(i["node"])
+        )
+        for i in instances
+    }
     state, reason = service_state(service=service, seen=seen, rollout_phase=_phase(rollout))
     return {
         "service": service.name,
@@ -356,6 +361,17 @@ def node_states(documents: Mapping[str, Mapping[str, Any] | None]) -> dict[str, 
             with contextlib.suppress(ValueError):
                 found[path[len(NODES_PREFIX) : -len(".json")]] = NodeState(str(document.get("state")))
     return found
+
+
+def _expected(service: ServiceFacts, rollout: Mapping[str, Any] | None, node: str) -> ServiceFacts:
+    """The service as `node` should run it: a cordoned node held by a rollout, or a rolled-back
+    rollout, keeps an older version than the one the service resolves to."""
+    held = (rollout or {}).get("held") or {}
+    if node in held:
+        return replace(service, version=str(held[node]))
+    if rollout and rollout.get("phase") == "rolled-back" and rollout.get("from"):
+        return replace(service, version=str(rollout["from"]))
+    return service
 
 
 def _phase(rollout: Mapping[str, Any] | None) -> str | None:

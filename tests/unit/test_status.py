@@ -406,3 +406,38 @@ def test_node_states_from_status_documents() -> None:
         "status/services/api.json": {"state": "running"},
     }
     assert node_states(docs) == {"a": NodeState.ONLINE, "b": NodeState.OFFLINE}
+
+
+# name, rollout document, instance versions on a and b, expected state
+VERSIONED = [
+    ("no rollout: both on the resolved version", None, ("1.5.0", "1.5.0"), "running"),
+    ("no rollout: one behind", None, ("1.5.0", "1.4.0"), "deploying"),
+    (
+        "rolled back: the old version is what should run",
+        {"phase": "rolled-back", "from": "1.4.0"},
+        ("1.4.0", "1.4.0"),
+        "running",
+    ),
+    (
+        "succeeded with a cordoned node held back",
+        {"phase": "succeeded", "held": {"b": "1.4.0"}},
+        ("1.5.0", "1.4.0"),
+        "running",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "rollout", "versions", "expected"), VERSIONED, ids=[v[0] for v in VERSIONED]
+)
+def test_versions_expected_per_node(
+    name: str, rollout: Any, versions: tuple[str, str], expected: str
+) -> None:
+    """An instance is compared with the version its node should run, which a rollout may hold back."""
+    reports = {}
+    for node, version in zip(("a", "b"), versions, strict=True):
+        document = dict(report().document or {})
+        document["instances"] = [dict(document["instances"][0], version=version)]
+        reports[node] = ReceivedReport(node, document | {"node": node})
+    document = service_status(service=API, endpoints=[], reports=reports, rollout=rollout)
+    assert document["state"] == expected, document["reason"]
