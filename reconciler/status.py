@@ -397,10 +397,10 @@ def _inferred_liveness(
 def classify(instance: Mapping[str, Any], *, desired: ServiceFacts, node: NodeState | None) -> Seen:
     """What one placed instance counts as for its service's state."""
     state = instance.get("state")
+    if state == "unknown" and not instance.get("ready"):
+        return Seen.MISSING  # on a node that never reported it, online or not
     if node is NodeState.OFFLINE:
         return Seen.OFFLINE
-    if state == "unknown" and not instance.get("ready"):
-        return Seen.MISSING
     if desired.state == "stopped":
         return Seen.STOPPED if state in ("stopped", "failed") else Seen.STARTING
     if state == "failed":

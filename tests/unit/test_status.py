@@ -274,6 +274,13 @@ CLASSIFY = [
     ("cordoned nodes count as usual", instance(), API, NodeState.CORDONED, Seen.READY),
     ("offline node", instance(), API, NodeState.OFFLINE, Seen.OFFLINE),
     ("nothing reported", instance("unknown", ready=False, version=None), API, None, Seen.MISSING),
+    (
+        "never reported, on an offline node",
+        instance("unknown", ready=False, version=None),
+        API,
+        NodeState.OFFLINE,
+        Seen.MISSING,
+    ),
     ("older version is still deploying", instance(version="1.4.0"), API, None, Seen.STARTING),
     ("not ready since it started", instance(ready=False, was=False), API, None, Seen.STARTING),
     ("first start", instance("starting", ready=False, was=False), API, None, Seen.STARTING),
