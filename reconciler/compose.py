@@ -228,7 +228,8 @@ class _GroupBuilder:
         watched += tuple(piece.spec["path"] + "/current" for piece in self.pieces if piece.kind == "artifact")
         self.pieces = [_with_restart_on(piece, watched) for piece in self.pieces]
         template = self.model.templates[self.service.template]
-        self._add("service", self._service_spec(template.doc), template.doc, ("metadata", "name"), False)
+        spec = self._service_spec(template.doc)  # ports and probes come from the template
+        self._add("service", spec, self.service.doc, ("metadata", "name"), False)  # the rest: the service
 
     def _service_spec(self, doc: Document) -> dict[str, Any]:
         units = [p.spec["name"] for p in self.pieces if p.kind == "unit" and "dropIn" not in p.spec]
