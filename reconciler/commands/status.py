@@ -356,7 +356,7 @@ def _service_detail(service: Mapping[str, Any], rollout: Mapping[str, Any] | Non
             str(i["node"]), str(i["state"]), "yes" if i["ready"] else "no", str(i["version"] or "-"), seen
         )
     parts: list[RenderableType] = [head, Text(desired + placed), Text("")]
-    parts += [endpoints if service.get("endpoints") else Text("No endpoints."), instances, Text("")]
+    parts += [endpoints if service.get("endpoints") else Text("No endpoints."), Text(""), instances, Text("")]
     return [*parts, _rollout(rollout)]
 
 
