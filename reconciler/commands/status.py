@@ -418,8 +418,11 @@ def status(
               computed now; APPLIED/PLAN is the serial the node applied against its plan's
               (yellow when behind); PENDING counts actions still to do, DRIFT changes made on
               the host that the agent found (and corrected).
-    Services  pending, deploying, running, degraded (some instances unhealthy) or failed;
-              ENDPOINTS counts the healthy ones the upstreams use; VERSIONS what nodes run.
+    Services  pending, deploying, running, degraded (some instances unhealthy), failed (none
+              ready) or stopped; ENDPOINTS counts the healthy ones the upstreams use;
+              VERSIONS what the nodes run; REASON names the instances that are not ready.
+    Apps      services sharing an `app` label, rolled up: running, deploying,
+              partially-degraded or failed.
     Source    the desired commit reconciled last; when it was invalid, its findings as
               file:line:col, and the commit whose plans the nodes keep.
 
