@@ -204,7 +204,7 @@ class NodeProgress:
         if self.planned is None:
             return "waiting for its plan"
         if self.applied is None:
-            return "waiting for its first report"
+            return f"plan {self.planned} signed; waiting for its agent"
         if not self.in_sync:
             return f"applying serial {self.planned}"
         if self.ready < self.instances:
