@@ -103,14 +103,17 @@ def _open(path: Path) -> pygit2.Repository:
         raise UsageError(f"{path}: cannot open the Git repository: {exc}") from exc
 
 
-def _find_ref(repo: pygit2.Repository, branch: str) -> str | None:
+def _find_ref(repo: pygit2.Repository, branch: str, names: Sequence[str] | None = None) -> str | None:
     """The local branch, else a remote-tracking one (`refs/remotes/<remote>/<branch>`) of a clone."""
     if f"refs/heads/{branch}" in repo.references:
         return f"refs/heads/{branch}"
-    remote = sorted(
-        r for r in repo.references if r.startswith("refs/remotes/") and r.split("/", 3)[-1] == branch
-    )
+    names = names if names is not None else _remote_refs(repo)
+    remote = sorted(r for r in names if r.split("/", 3)[-1] == branch)
     return remote[0] if remote else None
+
+
+def _remote_refs(repo: pygit2.Repository) -> list[str]:
+    return [r for r in repo.references if r.startswith("refs/remotes/")]
 
 
 def _status_documents(tree: pygit2.Tree) -> dict[str, JsonObject]:
@@ -136,8 +139,9 @@ def _blobs(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Blob]]:
 def _reports(repo: pygit2.Repository, prefix: str, nodes: Sequence[str]) -> dict[str, ReceivedReport]:
     """Each node's latest report, for its age and applied serial (the reconciler checked signatures)."""
     found: dict[str, ReceivedReport] = {}
+    remote = _remote_refs(repo)
     for node in nodes:
-        ref = _find_ref(repo, prefix + node)
+        ref = _find_ref(repo, prefix + node, remote)
         if ref is not None:
             tip = str(repo.references[ref].resolve().target)
             found[node] = read_report(repo, node=node, tip=tip, signing_key=None)
