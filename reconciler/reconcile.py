@@ -128,6 +128,34 @@ class _Discovered:
         return min(times) if times else None
 
 
+@dataclass(frozen=True)
+class _Observed:
+    """What one pass's rollout steps observe: the model, latest reports, previous plans, online nodes."""
+
+    model: Model
+    reports: Mapping[str, ReceivedReport]
+    previous: Mapping[str, NodePlan]
+    online: frozenset[str]
+
+
+class _ServiceIds:
+    """The resource ids of each service in a node's plan, kept while the plan object is the same."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[NodePlan, dict[str, frozenset[str]]]] = {}
+
+    def of(self, node: str, plan: NodePlan | None, service: str) -> frozenset[str]:
+        if plan is None:
+            return frozenset()
+        hit = self.entries.get(node)
+        if hit is None or hit[0] is not plan:
+            grouped: dict[str, set[str]] = {}
+            for entry in plan.resources:
+                grouped.setdefault(str(entry.get("service")), set()).add(str(entry.get("id")))
+            hit = self.entries[node] = (plan, {k: frozenset(v) for k, v in grouped.items()})
+        return hit[1].get(service, frozenset())
+
+
 class _StatusMemo:
     """Node status documents by what they depend on, so an unchanged node is not diffed again.
 
@@ -185,6 +213,7 @@ class Reconciler:
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
     _compiled: tuple[str, list[SourceFile], Desired, tuple[Any, ...]] | None = field(default=None, init=False)
     _plans_read: dict[int, tuple[Mapping[str, Any], NodePlan]] = field(default_factory=dict, init=False)
+    _service_ids: _ServiceIds = field(default_factory=lambda: _ServiceIds(), init=False)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
@@ -282,42 +311,44 @@ class Reconciler:
     ) -> _Discovered:
         reports = self._reports(model, inputs)
         offline_after = model.repository.offline_after
-        reachable = [
-            n
+        states = {
+            n: liveness(reports.get(n), cordoned=node.cordoned, now=now, offline_after=offline_after)[0]
             for n, node in model.nodes.items()
-            if is_reachable(
-                liveness(reports.get(n), cordoned=node.cordoned, now=now, offline_after=offline_after)[0]
-            )
-        ]
+        }
+        reachable = [n for n, state in states.items() if is_reachable(state)]
         addresses = {n: node.address for n, node in model.nodes.items()}
+        # online for a rollout: reporting lately, cordoned or not (a cordoned node still gates its batch)
+        online = frozenset(n for n in reachable if _reports_lately(reports.get(n), model, now))
+        facts = _Observed(model, reports, previous, online)
         return _Discovered(
             endpoints=endpoints_from_reports(reports, addresses=addresses, reachable=reachable),
             waiting=waiting_for(model, reports, reachable=reachable),
-            decisions={
-                name: self._rollout(model, name, inputs, reports, previous, now)
-                for name in sorted(model.services)
-            },
+            decisions={name: self._rollout(name, inputs, facts, now) for name in sorted(model.services)},
         )
 
-    def _rollout(
-        self,
-        model: Model,
-        service: str,
-        inputs: _Inputs,
-        reports: Mapping[str, ReceivedReport],
-        previous: Mapping[str, NodePlan],
-        now: datetime,
-    ) -> Decision:
+    def _rollout(self, service: str, inputs: _Inputs, facts: _Observed, now: datetime) -> Decision:
         """The service's next rollout step, from its stored state and what its nodes report."""
+        if facts.model.versions.get(service) is None:
+            return Decision(None, {})  # no Release: nothing to roll out (and no document)
         stored = self._store().try_load(inputs.snapshot, f"{RELEASES_PREFIX}{service}.json")
         started = _batch_started(stored)
         observations = {
-            node: _not_before(
-                _observe(model, service, node, reports.get(node), previous.get(node), now), started
-            )
-            for node in model.placement.get(service, ())
+            node: _not_before(self._observe(facts, service, node), started)
+            for node in facts.model.placement.get(service, ())
         }
-        return step_service(model, service, stored=stored, observations=observations, now=now)
+        return step_service(facts.model, service, stored=stored, observations=observations, now=now)
+
+    def _observe(self, facts: _Observed, service: str, node: str) -> NodeObservation:
+        """What `node`'s latest report says about `service`, against the plan it was last given."""
+        report, plan = facts.reports.get(node), facts.previous.get(node)
+        return observe(
+            report.document if report is not None else None,
+            service=service,
+            resource_ids=self._service_ids.of(node, plan, service),
+            plan_serial=plan.serial if plan is not None else None,
+            online=node in facts.online,
+            cordoned=facts.model.nodes[node].cordoned,
+        )
 
     def _write_invalid(self, inputs: _Inputs, desired: Desired, now: datetime) -> PassResult:
         last_good = inputs.source.get("lastGood") if inputs.source else None
@@ -546,27 +577,10 @@ def _next_deadline(
     return min(future) if future else now
 
 
-def _observe(
-    model: Model,
-    service: str,
-    node: str,
-    report: ReceivedReport | None,
-    plan: NodePlan | None,
-    now: datetime,
-) -> NodeObservation:
-    """What `node`'s latest report says about `service`, against the plan it was last given."""
+def _reports_lately(report: ReceivedReport | None, model: Model, now: datetime) -> bool:
+    """Whether a node (cordoned or not) has a usable report younger than `offlineAfter`."""
     offline_after = model.repository.offline_after
-    state, _ = liveness(report, cordoned=False, now=now, offline_after=offline_after)
-    return observe(
-        report.document if report is not None else None,
-        service=service,
-        resource_ids={str(e.get("id")) for e in plan.resources if e.get("service") == service}
-        if plan
-        else (),
-        plan_serial=plan.serial if plan is not None else None,
-        online=state is NodeState.ONLINE,
-        cordoned=model.nodes[node].cordoned,
-    )
+    return liveness(report, cordoned=False, now=now, offline_after=offline_after)[0] is NodeState.ONLINE
 
 
 def _batch_started(stored: Mapping[str, Any] | None) -> datetime | None:
