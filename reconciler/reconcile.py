@@ -1,12 +1,4 @@
-"""One reconcile pass: desired commit + reports + previous state branch -> at most one new state commit.
-
-The pass reads the state branch first and the desired branch second (so a desired tip is never
-older than what another reconciler already reconciled), refuses a rewound desired branch, compiles
-the desired commit, learns from the latest reports the endpoints, the dependencies nothing serves
-yet and each service's next rollout step, renders with them, plans every node, derives the status
-documents (rollouts in `status/releases/`), and writes one commit with only the files that changed.
-A lost compare-and-swap race re-reads everything and tries again.
-"""
+"""One reconcile pass: desired commit + reports + previous state branch -> at most one new state commit."""
 
 from __future__ import annotations
 
@@ -195,7 +187,15 @@ class _StatusMemo:
 
 @dataclass
 class Reconciler:
-    """Reconciles one repository; caches make repeated passes cheap, but every pass is decided from Git."""
+    """Reconciles one repository; caches make repeated passes cheap, but every pass is decided from Git.
+
+    A pass reads the state branch first and the desired branch second (so a desired tip is never
+    older than what another reconciler already reconciled), refuses a rewound desired branch,
+    compiles the desired commit, learns from the latest reports the endpoints, the dependencies
+    nothing serves yet and each service's next rollout step, renders with them, plans every node,
+    derives the status documents (rollouts in `status/releases/`), and writes one commit with only
+    the files that changed. A lost compare-and-swap race re-reads everything and tries again.
+    """
 
     location: Location
     key: SigningKey

@@ -1,10 +1,4 @@
-"""What a change of plan entries would do on a node: actions with reasons, and diffs of rendered content.
-
-`diff_entries(old, new)` compares two lists of plan entries (the base and the head of a pull request,
-or what a node has applied and what its plan now asks) and returns the actions an agent would take:
-resources created, updated or deleted, units restarted, nginx reloaded, services started or stopped.
-Secret-bearing content is never shown, only that it changed (by digest).
-"""
+"""What a change would do on each node (actions with reasons, content diffs), and how it rolls out."""
 
 from __future__ import annotations
 
@@ -53,7 +47,13 @@ _ORDER = {kind: index for index, kind in enumerate(ActionKind)}
 
 
 def diff_entries(old: Sequence[Entry], new: Sequence[Entry]) -> tuple[Action, ...]:
-    """Resource actions first (in the new plan's order, deletions last), then handlers."""
+    """The actions an agent would take going from plan entries `old` to `new`.
+
+    `old` and `new` are the base and head of a pull request, or what a node applied and what its
+    plan now asks. Resource actions come first (in the new plan's order, deletions last), then
+    handlers: units restarted, nginx reloaded, services started or stopped. Secret-bearing content
+    is never shown, only that it changed (by digest).
+    """
     before = {e["id"]: e for e in old}
     after = {e["id"]: e for e in new}
     changes = [_resource_change(before.get(e["id"]), e) for e in new]

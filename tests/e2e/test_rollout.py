@@ -1,9 +1,4 @@
-"""Progressive rollouts end to end: a real reconciler and real agents running real artifacts, batch by batch.
-
-Every test reads what happened from Git afterwards: the state branch's history holds each rollout
-step (`status/releases/web.json`) next to the plans it wrote, so the order nodes moved in, and the
-health gate between batches, are checked from the record rather than from timings.
-"""
+"""Progressive rollouts end to end (real reconciler, agents and artifacts), checked from the state branch."""
 
 from __future__ import annotations
 
