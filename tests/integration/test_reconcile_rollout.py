@@ -9,9 +9,13 @@ from typing import Any
 
 import pygit2
 import pytest
+from click.testing import CliRunner
 
 from agent.crypto import SigningKey
+from reconciler.cli import cli
 from reconciler.reconcile import PassResult, Reconciler
+from reconciler.review import batch_cuts
+from reconciler.rollout import order
 from reconciler.statestore import LocalLocation
 from tests.integration.test_reconcile_pass import node_doc, plans, state_files, state_tip
 from tests.support.gitrepo import bare_repo, commit_files
@@ -264,3 +268,25 @@ def _waiting(repo: pygit2.Repository) -> dict[str, list[str] | None]:
         entry = next(r for r in plan["resources"] if r["id"] == "service:api")
         found[node] = entry["spec"].get("waitingFor")
     return found
+
+
+class TestPlanCommand:
+    """`plumb plan` on a release pull request shows the batches; a cordoned node's plan does not change."""
+
+    def test_release_pull_request(self, origin: pygit2.Repository) -> None:
+        cordoned = node_doc("app-2", "app", 2).replace(
+            "address: 10.0.0.2", "address: 10.0.0.2\n  cordoned: true"
+        )
+        commit_files(origin, "main", {"nodes/app-2.yaml": cordoned})
+        middle = str(origin.references["refs/heads/main"].target)
+        head = commit_files(origin, "main", release("1.1.0"))
+        result = CliRunner().invoke(cli, ["plan", "--repo", origin.path, "--base", middle, "--head", head])
+        assert result.exit_code == 2, result.output
+        batches = batch_cuts([n for n in order("web", "1.1.0", NODES) if n != "app-2"], (1, "50%", "100%"))
+        expected = [f"  batch {i}: {', '.join(b)}" for i, b in enumerate(batches, start=1)]
+        assert (
+            "rollout web 1.0.0 -> 1.1.0 in 3 batches (healthyFor 30s, timeout 10m, onFailure rollback)"
+            in result.output
+        )
+        assert "\n".join([*expected, "  held (cordoned): app-2"]) in result.output
+        assert "node app-2:" not in result.output and "node app-1:" in result.output
