@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "keys": "reconciler.commands.keys:keys",
     "rollback": "reconciler.commands.rollback:rollback",
     "demo": "reconciler.commands.demo:demo",
+    "seal": "reconciler.commands.seal:seal",
 }
 
 

@@ -1,10 +1,16 @@
-"""The reconciler's Ed25519 signing key: where it lives, making it once, loading it, sealing with it."""
+"""The reconciler's Ed25519 signing key: where it lives, making it once, loading it, sealing with it.
+
+The same key also yields the reconciler's X25519 *secrets* key (derived with HKDF, so there is
+one file to keep safe): developers seal Secret values to its public half with `plumb seal`, and
+only the reconciler can open them — to seal them again, per node, into the plans that need them.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from agent.crypto import SEALED_PREFIX, SigningKey
+from agent.crypto import SEALED_PREFIX, SealingKey, SigningKey, seal, unseal
 from agent.errors import PlumbError as AgentError
 from reconciler.errors import PermanentError, UsageError
 
@@ -85,6 +91,65 @@ class Sealer:
         key = _hkdf(ephemeral.exchange(recipient), b"plumb-seal-v1" + context.encode(), 32)
         ciphertext = ChaCha20Poly1305(key).encrypt(derived[32:], plaintext, epk + context.encode())
         return SEALED_PREFIX + base64.b64encode(epk + derived[32:] + ciphertext).decode()
+
+
+SECRET_PLACEHOLDER = re.compile(r"<sealed:([a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?)/([A-Za-z0-9_.-]+)>")
+
+
+_PLACEHOLDER_BYTES = re.compile(SECRET_PLACEHOLDER.pattern.encode())
+
+
+def secrets_key(key: SigningKey) -> SealingKey:
+    """The reconciler's X25519 key for Secret values, derived from its signing key."""
+    raw = key.key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return SealingKey(X25519PrivateKey.from_private_bytes(_hkdf(raw, b"plumb-reconciler-secrets-v1", 32)))
+
+
+def secret_context(name: str, field: str) -> str:
+    """What a Secret value is bound to: it opens only as that field of that Secret."""
+    return f"secret:{name}/{field}"
+
+
+def seal_secret(value: bytes, recipient: str, *, name: str, field: str) -> str:
+    """Seal one Secret value to the reconciler's secrets key (what `plumb seal` prints)."""
+    try:
+        return seal(value, recipient, context=secret_context(name, field))
+    except (AgentError, ValueError) as exc:
+        raise UsageError(f"cannot seal to {recipient!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SecretValues:
+    """Opens the `<sealed:NAME/FIELD>` placeholders rendering leaves in secret-bearing content."""
+
+    key: SealingKey = field(repr=False, compare=False)
+    sealed: tuple[tuple[str, str, str], ...]  # (secret, field, sealed text), the desired state's
+
+    def fill(self, content: bytes) -> bytes:
+        """`content` with every placeholder replaced by its value; PermanentError if one cannot open."""
+        table = {(name, f): text for name, f, text in self.sealed}
+
+        def value(match: re.Match[bytes]) -> bytes:
+            name, f = match.group(1).decode(), match.group(3).decode()
+            text = table.get((name, f))
+            if text is None:
+                raise PermanentError(f"secret {name}/{f} is not defined")
+            try:
+                return unseal(text, self.key, context=secret_context(name, f))
+            except AgentError as exc:
+                raise PermanentError(f"secret {name}/{f} was not sealed to this reconciler: {exc}") from exc
+
+        return _PLACEHOLDER_BYTES.sub(value, content)
+
+    def stamp(self, content: bytes) -> bytes:
+        """What identifies the secrets `content` uses without revealing them: their sealed texts."""
+        table = {(name, f): text for name, f, text in self.sealed}
+        used = sorted(
+            {(m.group(1).decode(), m.group(3).decode()) for m in _PLACEHOLDER_BYTES.finditer(content)}
+        )
+        return "\n".join(table.get(pair, "") for pair in used).encode()
 
 
 def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:

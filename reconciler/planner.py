@@ -13,14 +13,25 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from agent.contract import API_VERSION, PLAN_KIND, resources_digest
 from agent.errors import ContractError
 from reconciler.desired import RenderedResource
+from reconciler.errors import PlumbError
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 Sealer = Callable[..., str]  # (plaintext: bytes, *, context: str) -> sealed text; equal sealers seal alike
+
+
+class SecretValues(Protocol):
+    """Opens the secret placeholders of rendered content (reconciler.keys.SecretValues)."""
+
+    def fill(self, content: bytes) -> bytes: ...
+
+    def stamp(self, content: bytes) -> bytes: ...
+
+
 JsonObject = dict[str, Any]
 
 
@@ -136,12 +147,21 @@ def needs_sealing(resource: RenderedResource) -> bool:
     return resource.uses_secret
 
 
-def sealed_spec(resource: RenderedResource, *, node: str, sealer: Sealer) -> JsonObject:
-    """A secret-bearing file's spec with its content sealed to the node and bound to the resource id."""
-    content = str(resource.spec["content"]).encode()
+def sealed_spec(
+    resource: RenderedResource, *, node: str, sealer: Sealer, secrets: SecretValues | None = None
+) -> JsonObject:
+    """A secret-bearing file's spec with its content sealed to the node and bound to the resource id.
+
+    Rendering leaves `<sealed:NAME/FIELD>` placeholders; `secrets` opens them here, just before
+    sealing to the node. `contentDigest` covers the rendered text and the sealed texts of the
+    secrets it uses — it changes when either does, and cannot be used to guess a value.
+    """
+    rendered = str(resource.spec["content"]).encode()
+    plaintext = secrets.fill(rendered) if secrets is not None else rendered
     spec = {k: v for k, v in resource.spec.items() if k != "content"}
-    spec["sealed"] = sealer(content, context=f"{node}|{resource.id}")
-    spec["contentDigest"] = "sha256:" + hashlib.sha256(content).hexdigest()
+    spec["sealed"] = sealer(plaintext, context=f"{node}|{resource.id}")
+    stamp = secrets.stamp(rendered) if secrets is not None else b""
+    spec["contentDigest"] = "sha256:" + hashlib.sha256(rendered + b"\0" + stamp).hexdigest()
     return spec
 
 
@@ -151,20 +171,29 @@ class PlanCache:
 
     entries: dict[int, tuple[RenderedResource, JsonObject, str]] = field(default_factory=dict)
     texts: dict[int, str] = field(default_factory=dict)
-    sealed: dict[tuple[int, str], tuple[RenderedResource, Sealer, JsonObject]] = field(default_factory=dict)
+    sealed: dict[tuple[int, str], tuple[RenderedResource, object, JsonObject]] = field(default_factory=dict)
     digests: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
 
     def sealed_entry(
-        self, resource: RenderedResource, *, node: str, sealer: Sealer | None
+        self,
+        resource: RenderedResource,
+        *,
+        node: str,
+        sealer: Sealer | None,
+        secrets: SecretValues | None = None,
     ) -> JsonObject | None:
         """The entry of a secret-bearing resource for one node, or None when it cannot be sealed."""
         if sealer is None or resource.kind != "file" or "content" not in resource.spec:
             return None
         hit = self.sealed.get((id(resource), node))
-        if hit is not None and hit[0] is resource and hit[1] == sealer:
+        if hit is not None and hit[0] is resource and hit[1] == (sealer, secrets):
             return hit[2]
-        entry, text = encode_entry(resource, spec=sealed_spec(resource, node=node, sealer=sealer))
-        self.sealed[(id(resource), node)] = (resource, sealer, entry)
+        try:
+            spec = sealed_spec(resource, node=node, sealer=sealer, secrets=secrets)
+        except PlumbError:
+            return None  # a secret that cannot be opened: withheld, as when there is no sealing key
+        entry, text = encode_entry(resource, spec=spec)
+        self.sealed[(id(resource), node)] = (resource, (sealer, secrets), entry)
         self.texts[id(entry)] = text
         return entry
 
@@ -288,6 +317,7 @@ def plan_fleet(
     now: datetime,
     cache: PlanCache | None = None,
     sealers: Mapping[str, Sealer] | None = None,
+    secrets: SecretValues | None = None,
 ) -> FleetPlan:
     """Plan every node of the desired state; nodes that left it are `removed`.
 
@@ -299,7 +329,7 @@ def plan_fleet(
     plans: dict[str, NodePlan] = {}
     withheld: dict[str, tuple[str, ...]] = {}
     for node in sorted(nodes):
-        entries, held = _node_entries(node, nodes[node], cache, sealers.get(node))
+        entries, held = _node_entries(node, nodes[node], cache, sealers.get(node), secrets)
         if held:
             withheld[node] = held
         plans[node] = plan_node(
@@ -318,7 +348,11 @@ def plan_fleet(
 
 
 def _node_entries(
-    node: str, resources: Sequence[RenderedResource], cache: PlanCache, sealer: Sealer | None
+    node: str,
+    resources: Sequence[RenderedResource],
+    cache: PlanCache,
+    sealer: Sealer | None,
+    secrets: SecretValues | None,
 ) -> tuple[list[JsonObject], tuple[str, ...]]:
     entries: list[JsonObject] = []
     held: list[str] = []
@@ -326,7 +360,7 @@ def _node_entries(
         if not needs_sealing(resource):
             entries.append(cache.entry(resource))
             continue
-        entry = cache.sealed_entry(resource, node=node, sealer=sealer)
+        entry = cache.sealed_entry(resource, node=node, sealer=sealer, secrets=secrets)
         if entry is None:
             held.append(resource.id)
         else:

@@ -21,7 +21,7 @@ from reconciler.discovery import waiting_for
 from reconciler.errors import PushRejected, RewindRefused, TemporaryError, UsageError
 from reconciler.findings import Finding
 from reconciler.gitsource import read_commit_files
-from reconciler.keys import Sealer
+from reconciler.keys import Sealer, SecretValues, secrets_key
 from reconciler.planner import (
     FleetPlan,
     NodePlan,
@@ -211,6 +211,7 @@ class Reconciler:
     _found: _Discovered = field(default_factory=_Discovered, init=False)
     _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo(), init=False)
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
+    _secrets: SecretValues | None = field(default=None, init=False)
     _compiled: tuple[str, list[SourceFile], Desired, tuple[Any, ...]] | None = field(default=None, init=False)
     _plans_read: dict[int, tuple[Mapping[str, Any], NodePlan]] = field(default_factory=dict, init=False)
     _service_ids: _ServiceIds = field(default_factory=lambda: _ServiceIds(), init=False)
@@ -379,6 +380,7 @@ class Reconciler:
             now=now,
             cache=self.plan_cache,
             sealers=self._sealers(model),
+            secrets=self._secret_values(model),
         )
         resign = {
             n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)
@@ -402,6 +404,17 @@ class Reconciler:
         return PassResult(
             desired=inputs.desired, written=written, changed_nodes=changed_nodes, wake_at=wake_at
         )
+
+    def _secret_values(self, model: Model) -> SecretValues:
+        """The desired state's sealed Secret values, opened only while sealing them to a node."""
+        sealed = tuple(
+            (secret.name, field_name, text)
+            for secret in sorted(model.secrets.values(), key=lambda s: s.name)
+            for field_name, text in sorted(secret.data.items())
+        )
+        if self._secrets is None or self._secrets.sealed != sealed:
+            self._secrets = SecretValues(secrets_key(self.key), sealed)
+        return self._secrets
 
     def _sealers(self, model: Model) -> dict[str, Sealer]:
         """A sealer per node that has a sealing key; the same key gives the same (cached) sealer."""

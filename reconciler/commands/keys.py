@@ -8,7 +8,7 @@ import click
 
 from reconciler.commands.common import fail
 from reconciler.errors import PlumbError
-from reconciler.keys import KEY_ENV, default_key_path, init_key, load_key
+from reconciler.keys import KEY_ENV, default_key_path, init_key, load_key, secrets_key
 
 _KEY_FILE = click.option(
     "--key-file",
@@ -46,11 +46,14 @@ def init(key_file: Path | None, force: bool) -> None:
 
 @keys.command("show")
 @_KEY_FILE
-def show(key_file: Path | None) -> None:
-    """Print the public key of the reconciler's key."""
+@click.option(
+    "--secrets", is_flag=True, help="Print the public key Secret values are sealed to (`plumb seal`) instead."
+)
+def show(key_file: Path | None, secrets: bool) -> None:
+    """Print the public key agents pin (or, with --secrets, the one `plumb seal` seals to)."""
     try:
         key = load_key(key_file or default_key_path())
     except PlumbError as error:
         fail(error)
         return
-    click.echo(key.public_b64())
+    click.echo(secrets_key(key).public_b64() if secrets else key.public_b64())

@@ -15,9 +15,10 @@ from agent.contract import sign_document, verify_document
 from agent.crypto import SealingKey, SigningKey, unseal
 from reconciler import schemas
 from reconciler.errors import RewindRefused
+from reconciler.keys import seal_secret, secrets_key
 from reconciler.reconcile import Reconciler
 from reconciler.statestore import LocalLocation
-from tests.support.gitrepo import bare_repo, commit_files
+from tests.support.gitrepo import bare_repo, commit_files, read_file
 
 pytestmark = pytest.mark.integration
 
@@ -367,8 +368,11 @@ def test_a_malformed_report_is_ignored_not_fatal(tmp_path: Path, key: SigningKey
     assert status["state"] == "offline" and "report schema" in status["report"]["problem"]
 
 
+def secret_doc(sealed: str) -> str:
+    return f"apiVersion: plumb/v1\nkind: Secret\nmetadata: {{name: db}}\nspec: {{data: {{password: '{sealed}'}}}}\n"
+
+
 SECRET_FILES = {
-    "secrets/db.yaml": "apiVersion: plumb/v1\nkind: Secret\nmetadata: {name: db}\nspec: {data: {password: plumb:sealed:v1:AAAA}}\n",
     "templates/vault.yaml": """\
 apiVersion: plumb/v1
 kind: Template
@@ -382,10 +386,13 @@ spec:
 
 
 def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, key: SigningKey) -> None:
-    """app-1 (with a sealing key) gets the file sealed to it; app-2 (without) does not get it, and says why."""
+    """app-1 (with a sealing key) gets the file sealed to it, the secret's value opened and sealed
+    again; app-2 (without) does not get it, and says why. The value never appears in clear."""
     sealing = SealingKey.generate()
     repo = bare_repo(tmp_path / "fleet.git")
+    recipient = secrets_key(key).public_b64()
     files = {**fleet_files(), **SECRET_FILES}
+    files["secrets/db.yaml"] = secret_doc(seal_secret(b"hunter2", recipient, name="db", field="password"))
     files["nodes/app-1.yaml"] = node_doc(
         "app-1", "app", 1, SigningKey.generate().public_b64(), sealing.public_b64()
     )
@@ -395,10 +402,27 @@ def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, ke
     assert list(schemas.validator("plan").iter_errors(found["app-1"])) == []
     sealed = next(r for r in found["app-1"]["resources"] if r["id"] == "file:/srv/vault/db.conf")
     assert "content" not in sealed["spec"]
-    assert unseal(sealed["spec"]["sealed"], sealing, context="app-1|file:/srv/vault/db.conf").startswith(
-        b"password="
-    )
+    opened = unseal(sealed["spec"]["sealed"], sealing, context="app-1|file:/srv/vault/db.conf")
+    assert opened == b"password=hunter2\n"
+    assert b"hunter2" not in b"".join(read_file(repo, "plumb/state", p) for p in ("plans/app-1.json",))
     assert "file:/srv/vault/db.conf" not in [r["id"] for r in found["app-2"]["resources"]]
     status = state_files(repo, "status/nodes/app-2.json")["status/nodes/app-2.json"]
     assert status["withheld"][0]["id"] == "file:/srv/vault/db.conf"
     assert reconciler(repo, key).reconcile(now=NOW).written is None  # sealing again changes nothing
+
+
+def test_a_secret_not_sealed_to_this_reconciler_is_withheld(tmp_path: Path, key: SigningKey) -> None:
+    """A value sealed to another reconciler cannot be opened: the file is withheld, never planned wrong."""
+    sealing = SealingKey.generate()
+    repo = bare_repo(tmp_path / "fleet.git")
+    other = secrets_key(SigningKey.generate()).public_b64()
+    files = {**fleet_files(), **SECRET_FILES}
+    files["secrets/db.yaml"] = secret_doc(seal_secret(b"hunter2", other, name="db", field="password"))
+    files["nodes/app-1.yaml"] = node_doc(
+        "app-1", "app", 1, SigningKey.generate().public_b64(), sealing.public_b64()
+    )
+    commit_files(repo, "main", files)
+    assert reconciler(repo, key).reconcile(now=NOW).ok
+    assert "file:/srv/vault/db.conf" not in [r["id"] for r in plans(repo)["app-1"]["resources"]]
+    status = state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]
+    assert status["withheld"][0]["id"] == "file:/srv/vault/db.conf"
