@@ -90,3 +90,11 @@ def test_ignore_globs_and_dot_directories_are_skipped() -> None:
     junk = "this: [is not a plumb document\n"
     desired = compile_desired(_files({"plumb.yaml": plumb, "ci/pipeline.yaml": junk, ".github/x.yaml": junk}))
     assert desired.findings == ()
+
+
+def test_units_restart_when_their_service_files_or_artifact_change() -> None:
+    """By default a unit restarts on its service's files and on a new artifact version (the path the
+    agent reports as changed when it switches `current`)."""
+    files = _files({"templates/web.yaml": WITH_ARTIFACT})
+    unit = _spec(compile_desired(files), "app-1", "unit:api.service")
+    assert unit["restartOn"] == ["/etc/app/api.conf", "/opt/api"]
