@@ -35,13 +35,18 @@ from reconciler.reports import ReportCache, read_reports, report_tips
 from reconciler.rollout import Decision, NodeObservation, RolloutState, observe, step_service
 from reconciler.statestore import Location, StateSnapshot, StateStore, current_target, state_json
 from reconciler.status import (
+    APPS_PREFIX,
+    NODES_PREFIX,
+    SERVICES_PREFIX,
     NodeFacts,
     NodeState,
     ReceivedReport,
     ServiceFacts,
+    app_documents,
     endpoints_from_reports,
     is_reachable,
     liveness,
+    node_states,
     node_status,
     service_status,
     source_status,
@@ -474,18 +479,26 @@ class Reconciler:
             f"status/nodes/{name}.json": self._node_doc(inputs, model, name, fleet, previous, reports, now)
             for name in model.nodes
         }
+        releases = self._found.release_docs()
+        liveness = node_states(docs)
         for name in model.services:
-            docs[f"status/services/{name}.json"] = service_status(
+            docs[f"{SERVICES_PREFIX}{name}.json"] = service_status(
                 service=_service_facts(model, name),
                 endpoints=self._found.endpoints.get(name, []),
                 reports=reports,
+                nodes=liveness,
+                rollout=releases.get(f"{RELEASES_PREFIX}{name}.json"),
             )
-        docs.update(self._found.release_docs())
+        docs.update(releases)
+        docs.update(app_documents(docs[f"{SERVICES_PREFIX}{name}.json"] or {} for name in model.services))
         docs[SOURCE_PATH] = source_status(
             commit=inputs.desired, branch=self.branch, findings=warnings, ok=True, last_good=inputs.desired
         )
         for path in inputs.snapshot.files:
-            if path.startswith(("status/nodes/", "status/services/", RELEASES_PREFIX)) and path not in docs:
+            if (
+                path.startswith((NODES_PREFIX, SERVICES_PREFIX, APPS_PREFIX, RELEASES_PREFIX))
+                and path not in docs
+            ):
                 docs[path] = None
         return docs
 
@@ -571,6 +584,7 @@ def _service_facts(model: Model, name: str) -> ServiceFacts:
         paused=service.paused,
         version=release.version if release is not None else service.version,
         nodes=tuple(model.placement.get(name, ())),
+        app=service.labels.get("app"),
     )
 
 

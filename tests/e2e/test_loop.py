@@ -231,11 +231,6 @@ class TestLoop:
         }
         loop.wait_service("running")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="reconciler/reconcile.py does not yet pass the app label, node liveness and rollout to "
-        "service_status nor write app_documents (status/apps/)",
-    )
     def test_services_roll_up_into_their_application(self, loop: Loop) -> None:
         """web carries `app: site`: status/apps/site.json rolls it up, and `plumb status` shows it."""
         loop.fleet.wait_converged(timeout=TIMEOUT)
