@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -113,9 +114,32 @@ def _once(reconciler: Reconciler) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+MIN_ALARM = 0.5  # seconds: a deadline already past never makes the loop spin
+
+
+class _Alarm:
+    """Wakes the loop at the moment a pass said the state will change by itself (`wake_at`)."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+        self.timer: threading.Timer | None = None
+
+    def set(self, at: datetime | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if at is None:
+            return
+        delay = max(MIN_ALARM, (at - datetime.now(UTC)).total_seconds() + 0.05)
+        self.timer = threading.Timer(delay, self.wake.set)
+        self.timer.daemon = True
+        self.timer.start()
+
+
 def _watch(reconciler: Reconciler, interval: float) -> None:
     wake, stop = threading.Event(), threading.Event()
     install_signals(wake, stop)
+    alarm = _Alarm(wake)
 
     def step() -> None:
         try:
@@ -131,6 +155,7 @@ def _watch(reconciler: Reconciler, interval: float) -> None:
             log.exception("pass crashed")
         else:
             if not result.skipped:
+                alarm.set(result.wake_at)  # a rollout gate, timeout, window or offline deadline
                 click.echo(_summary(result))
 
     location = reconciler.location
