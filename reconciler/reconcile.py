@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -326,13 +326,19 @@ class Reconciler:
         # online for a rollout: reporting lately, cordoned or not (a cordoned node still gates its batch)
         online = frozenset(n for n in reachable if _reports_lately(reports.get(n), model, now))
         facts = _Observed(model, reports, previous, online)
+        waiting = waiting_for(model, reports, reachable=reachable)
         return _Discovered(
             endpoints=endpoints_from_reports(reports, addresses=addresses, reachable=reachable),
-            waiting=waiting_for(model, reports, reachable=reachable),
-            decisions={name: self._rollout(name, inputs, facts, now) for name in sorted(model.services)},
+            waiting=waiting,
+            decisions={
+                name: self._rollout(name, inputs, facts, now, waiting.get(name, ()))
+                for name in sorted(model.services)
+            },
         )
 
-    def _rollout(self, service: str, inputs: _Inputs, facts: _Observed, now: datetime) -> Decision:
+    def _rollout(
+        self, service: str, inputs: _Inputs, facts: _Observed, now: datetime, blocked_by: Sequence[str]
+    ) -> Decision:
         """The service's next rollout step, from its stored state and what its nodes report."""
         if facts.model.versions.get(service) is None:
             return Decision(None, {})  # no Release: nothing to roll out (and no document)
@@ -342,7 +348,9 @@ class Reconciler:
             node: _not_before(self._observe(facts, service, node), started)
             for node in facts.model.placement.get(service, ())
         }
-        return step_service(facts.model, service, stored=stored, observations=observations, now=now)
+        return step_service(
+            facts.model, service, stored=stored, observations=observations, now=now, blocked_by=blocked_by
+        )
 
     def _observe(self, facts: _Observed, service: str, node: str) -> NodeObservation:
         """What `node`'s latest report says about `service`, against the plan it was last given."""

@@ -28,6 +28,8 @@ How a rollout moves, in one place (DESIGN.md sections 3 and 9):
   pausing and resuming a failed rollout retries its batch.
 - A new batch starts only inside `window`; a running batch runs on. `spec.paused` holds a rollout
   where it is; on resume a running batch's timeout starts again.
+- A new batch starts only while every service in `dependsOn` has a ready instance somewhere
+  (`blocked_by` lists those that have none); a running batch runs on.
 
 Progress lives only in `RolloutState`, which the reconciler stores as `status/releases/<service>.json`
 on the state branch and reads back on the next pass, so a restarted reconciler continues where
@@ -59,13 +61,23 @@ class Phase(enum.StrEnum):
     PROGRESSING = "progressing"  # a batch is running
     PAUSED = "paused"  # held by spec.paused
     WAITING_WINDOW = "waiting-window"  # the next batch waits for the release window
+    WAITING_DEPENDENCY = "waiting-dependency"  # the next batch waits for a dependency to be healthy
     SUCCEEDED = "succeeded"  # every batch passed (or nothing to roll out)
     FAILED = "failed"  # a batch failed with onFailure: pause; nodes hold where they are
     ROLLING_BACK = "rolling-back"  # a batch failed with onFailure: rollback; all nodes pinned back
     ROLLED_BACK = "rolled-back"  # every moved node reports from_version again
 
 
-ACTIVE = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.WAITING_WINDOW, Phase.FAILED})
+ACTIVE = frozenset(
+    {
+        Phase.PENDING,
+        Phase.PROGRESSING,
+        Phase.PAUSED,
+        Phase.WAITING_WINDOW,
+        Phase.WAITING_DEPENDENCY,
+        Phase.FAILED,
+    }
+)
 
 
 class OnFailure(enum.StrEnum):
@@ -270,6 +282,7 @@ class _Step:
     observations: Mapping[str, NodeObservation]
     paused: bool
     now: datetime
+    blocked_by: tuple[str, ...] = ()
 
     def seen(self, node: str) -> NodeObservation:
         return self.observations.get(node, UNSEEN)
@@ -286,16 +299,18 @@ def step(
     paused: bool,
     now: datetime,
     releases: Collection[str] | None = None,
+    blocked_by: Sequence[str] = (),
 ) -> Decision:
     """The next state of a service's rollout and the per-node versions it asks for.
 
     `resolved` is the version the service resolves to now (None: no Release, so no rollout),
     `settings` the rollout of that Release, `nodes` the service's placement, `observations` by
-    node (a node without one is offline), `releases` the versions that have a Release (None: any).
+    node (a node without one is offline), `releases` the versions that have a Release (None: any),
+    `blocked_by` the dependencies with no ready instance anywhere (no new batch starts meanwhile).
     """
     if resolved is None:
         return Decision(None, {})
-    context = _Step(settings, tuple(nodes), observations, paused, now)
+    context = _Step(settings, tuple(nodes), observations, paused, now, tuple(sorted(blocked_by)))
     state = _carry(previous, service, resolved, context, releases)
     state = _advance(state, context)
     state = replace(state, held=_held(state, context))
@@ -309,6 +324,7 @@ def step_service(
     stored: Mapping[str, Any] | None,
     observations: Mapping[str, NodeObservation],
     now: datetime,
+    blocked_by: Sequence[str] = (),
 ) -> Decision:
     """`step` for one service of a compiled model, from its stored `status/releases/<service>.json`.
 
@@ -330,6 +346,7 @@ def step_service(
         paused=model.services[service].paused,
         now=now,
         releases={r.version for r in model.releases.values() if r.service == service},
+        blocked_by=blocked_by,
     )
 
 
@@ -394,6 +411,9 @@ def _advance(state: RolloutState, context: _Step) -> RolloutState:
         state = replace(state, batch_started=context.now)  # the timeout starts again on resume
     if state.batch_started is not None:
         return _evaluate(replace(state, phase=Phase.PROGRESSING), context)
+    if context.blocked_by:
+        waiting = ", ".join(context.blocked_by)
+        return replace(state, phase=Phase.WAITING_DEPENDENCY, reason=f"waiting for {waiting} to be healthy")
     return _start_next(state, context)
 
 

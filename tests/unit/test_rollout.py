@@ -105,6 +105,7 @@ class Row:
     source: str | None = None  # from_version, checked when given
     wake: datetime | str | None = "unchecked"
     extra: dict[str, Any] = field(default_factory=dict)
+    blocked_by: tuple[str, ...] = ()
 
     def decide(self, previous: RolloutState | None = None, **changes: Any) -> Decision:
         inputs: dict[str, Any] = {
@@ -116,12 +117,42 @@ class Row:
             "paused": self.paused,
             "now": self.now,
             "releases": self.releases,
+            "blocked_by": self.blocked_by,
         }
         inputs.update(changes)
         return step(previous if previous is not None else self.previous, **inputs)
 
 
 ROWS = [
+    # -- dependencies ---------------------------------------------------------------------------
+    Row(
+        "a dependency with no ready instance holds the first batch; every node stays",
+        None,
+        fleet(),
+        Phase.WAITING_DEPENDENCY,
+        -1,
+        {"n1": "1.4.0", "n2": "1.4.0", "n3": "1.4.0", "n4": "1.4.0"},
+        blocked_by=("redis",),
+        reason="waiting for redis to be healthy",
+    ),
+    Row(
+        "a running batch runs on while a dependency is down",
+        rollout(),
+        fleet(n4=on("1.5.0", None)),
+        Phase.PROGRESSING,
+        0,
+        {"n1": "1.4.0", "n2": "1.4.0", "n3": "1.4.0"},
+        blocked_by=("redis",),
+    ),
+    Row(
+        "once the dependency is back, the held rollout starts its first batch",
+        rollout(Phase.WAITING_DEPENDENCY, batch=-1, batches=(), started=None),
+        fleet(),
+        Phase.PROGRESSING,
+        0,
+        {"n1": "1.4.0", "n2": "1.4.0", "n3": "1.4.0"},
+        batches=(("n4",),),
+    ),
     # -- starting -------------------------------------------------------------------------------
     Row("no Release: no rollout and no pins", None, fleet(), None, -1, {}, resolved=None),
     Row(
