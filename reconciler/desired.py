@@ -74,7 +74,10 @@ class CompileCache:
         self.renders: dict[tuple[Any, ...], GroupRender] = {}
         self.build = BuildMemo()  # model objects and service checks, see validate.build_model
         self.layouts: dict[str, tuple[Any, tuple[RenderedResource, ...], tuple[Finding, ...]]] = {}
-        self.services: dict[str, tuple[Any, list[tuple[str, GroupRender, bool]]]] = {}
+        # per service: its key, where its renders landed, and those renders that read endpoints
+        self.services: dict[
+            str, tuple[Any, list[tuple[str, GroupRender, bool]], tuple[GroupRender, ...]]
+        ] = {}
         self.hits = 0
         self.misses = 0
 
@@ -207,6 +210,11 @@ class _Assembly:
     ) -> None:
         self.model, self.lookups, self.cache, self.pins, self.waiting = model, lookups, cache, pins, waiting
         self.releases = {(r.service, r.version): r for r in model.releases.values()}
+        self.origins = {name: node.doc.origin for name, node in model.nodes.items()}
+        by_service: dict[str, list[str]] = {}
+        for release in model.releases.values():
+            by_service.setdefault(release.service, []).append(release.doc.origin)
+        self.release_origins = {service: tuple(origins) for service, origins in by_service.items()}
         self.landed: dict[str, list[tuple[GroupRender, bool]]] = {name: [] for name in model.nodes}
         self.findings: list[Finding] = []
         self.service_order = {service: index for index, service in enumerate(model.order)}
@@ -244,21 +252,19 @@ class _Assembly:
             tuple(groups),
             tuple(sorted(self.pins.get(name, {}).items())),
             tuple(self.waiting.get(name, ())),
-            tuple(self.model.nodes[node].doc.origin for node in sorted(nodes)),
-            tuple(r.doc.origin for r in self.model.releases.values() if r.service == name),
+            tuple(self.origins[node] for node in sorted(nodes)),
+            self.release_origins.get(name, ()),
         )
         cached = self.cache.services.get(name)
         if (
             cached is not None
             and cached[0] == key
-            and all(
-                self.cache.still_valid(done, self.lookups)
-                for done in {id(d): d for _, d, _ in cached[1]}.values()
-            )
+            and all(self.cache.still_valid(done, self.lookups) for done in cached[2])
         ):
             return cached[1]
         landed = [landing for group, placed in groups for landing in self._group(group, placed)]
-        self.cache.services[name] = (key, landed)
+        distinct = tuple({id(d): d for _, d, _ in landed if d.calls.endpoints}.values())
+        self.cache.services[name] = (key, landed, distinct)
         return landed
 
     def _land(self, node_name: str, done: GroupRender, own: bool) -> None:

@@ -173,6 +173,9 @@ class PlanCache:
     texts: dict[int, str] = field(default_factory=dict)
     sealed: dict[tuple[int, str], tuple[RenderedResource, object, JsonObject]] = field(default_factory=dict)
     digests: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    nodes: dict[str, tuple[Sequence[RenderedResource], object, list[JsonObject], tuple[str, ...]]] = field(
+        default_factory=dict
+    )
 
     def sealed_entry(
         self,
@@ -222,8 +225,26 @@ class PlanCache:
         self.digests[node] = (key, digest)
         return digest
 
+    def node_entries(
+        self,
+        node: str,
+        resources: Sequence[RenderedResource],
+        sealer: Sealer | None,
+        secrets: SecretValues | None,
+    ) -> tuple[list[JsonObject], tuple[str, ...]]:
+        """A node's entries, reused whole when it gets the very same resources (compile keeps the
+        tuple of a node whose layout did not change) with the same sealing."""
+        hit = self.nodes.get(node)
+        if hit is not None and hit[0] is resources and hit[1] == (sealer, secrets):
+            return hit[2], hit[3]
+        entries, held = _node_entries(node, resources, self, sealer, secrets)
+        self.nodes[node] = (resources, (sealer, secrets), entries, held)
+        return entries, held
+
     def keep_only(self, live: Sequence[Sequence[RenderedResource]]) -> None:
         """Forget resources no node uses any more."""
+        kept = {id(resources) for resources in live}
+        self.nodes = {n: hit for n, hit in self.nodes.items() if id(hit[0]) in kept}
         alive = {id(r) for resources in live for r in resources}
         for key in [k for k in self.entries if k not in alive]:
             del self.texts[id(self.entries[key][1])]
@@ -329,7 +350,7 @@ def plan_fleet(
     plans: dict[str, NodePlan] = {}
     withheld: dict[str, tuple[str, ...]] = {}
     for node in sorted(nodes):
-        entries, held = _node_entries(node, nodes[node], cache, sealers.get(node), secrets)
+        entries, held = cache.node_entries(node, nodes[node], sealers.get(node), secrets)
         if held:
             withheld[node] = held
         plans[node] = plan_node(

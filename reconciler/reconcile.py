@@ -218,6 +218,9 @@ class Reconciler:
     _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo(), init=False)
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
     _secrets: SecretValues | None = field(default=None, init=False)
+    _service_docs: dict[str, tuple[Any, tuple[ReceivedReport | None, ...], JsonObject]] = field(
+        default_factory=dict, init=False
+    )
     _compiled: tuple[str, list[SourceFile], Desired, tuple[Any, ...]] | None = field(default=None, init=False)
     _plans_read: dict[int, tuple[Mapping[str, Any], NodePlan]] = field(default_factory=dict, init=False)
     _service_ids: _ServiceIds = field(default_factory=lambda: _ServiceIds(), init=False)
@@ -493,13 +496,10 @@ class Reconciler:
         }
         releases = self._found.release_docs()
         liveness = node_states(docs)
+        self._service_docs = {n: hit for n, hit in self._service_docs.items() if n in model.services}
         for name in model.services:
-            docs[f"{SERVICES_PREFIX}{name}.json"] = service_status(
-                service=_service_facts(model, name),
-                endpoints=self._found.endpoints.get(name, []),
-                reports=reports,
-                nodes=liveness,
-                rollout=releases.get(f"{RELEASES_PREFIX}{name}.json"),
+            docs[f"{SERVICES_PREFIX}{name}.json"] = self._service_doc(
+                _service_facts(model, name), reports, liveness, releases.get(f"{RELEASES_PREFIX}{name}.json")
             )
         docs.update(releases)
         docs.update(app_documents(docs[f"{SERVICES_PREFIX}{name}.json"] or {} for name in model.services))
@@ -513,6 +513,30 @@ class Reconciler:
             ):
                 docs[path] = None
         return docs
+
+    def _service_doc(
+        self,
+        facts: ServiceFacts,
+        reports: Mapping[str, ReceivedReport],
+        liveness: Mapping[str, NodeState],
+        rollout: JsonObject | None,
+    ) -> JsonObject:
+        """status/services/<name>.json, reused while nothing it reads has changed."""
+        endpoints = tuple(self._found.endpoints.get(facts.name, ()))
+        seen = tuple(reports.get(n) for n in facts.nodes)
+        alive = tuple(liveness.get(n) for n in facts.nodes)
+        hit = self._service_docs.get(facts.name)
+        if (
+            hit is not None
+            and hit[0] == (facts, endpoints, alive, rollout)
+            and all(a is b for a, b in zip(hit[1], seen, strict=True))
+        ):
+            return hit[2]
+        doc = service_status(
+            service=facts, endpoints=endpoints, reports=reports, nodes=liveness, rollout=rollout
+        )
+        self._service_docs[facts.name] = ((facts, endpoints, alive, rollout), seen, doc)
+        return doc
 
     def _node_doc(
         self,

@@ -112,12 +112,15 @@ def build_model(
         name: s for name, s in model.services.items() if _usable(model, s) and name not in references.broken
     }
     depends = {name: [d for d in s.depends_on if d in services] for name, s in services.items()}
+    releases: dict[str, list[Release]] = {}
+    for release in model.releases.values():
+        releases.setdefault(release.service, []).append(release)
     model = replace(
         model,
         services=services,
         placement={name: model.node_index.place(name, s.placement) for name, s in services.items()},
         order=graph.order(depends),
-        versions={name: resolve_version(s, model.releases.values()) for name, s in services.items()},
+        versions={name: resolve_version(s, releases.get(name, ())) for name, s in services.items()},
     )
     return model, checks.findings
 
