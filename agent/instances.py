@@ -1,7 +1,9 @@
 """Observe each service instance on the node: unit state, pid, listening ports and health probes.
 
 A liveness probe that has failed past its threshold restarts the unit (as Kubernetes does);
-readiness decides `ready`; while a startup probe has not yet passed, the others wait.
+readiness decides `ready`; while a startup probe has not yet passed, the others wait. A new main
+process (restarted by the agent, by an apply or by the supervisor) or a stopped one starts its
+probe series afresh: readiness is earned again, never inherited from the process before.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class InstanceObserver:
 
     tracker: ProbeTracker = field(default_factory=ProbeTracker)
     restarted: list[str] = field(default_factory=list)
+    pids: dict[str, int | None] = field(default_factory=dict)  # main pid per service, last cycle
 
     def observe(self, plan: Plan, host: Host, now: datetime) -> list[JsonObject]:
         return [self._instance(r, host, now) for r in plan.resources if r.kind == "service"]
@@ -36,13 +39,15 @@ class InstanceObserver:
         spec = resource.spec
         unit = spec.get("unit")
         status = _status(host, unit)
+        self._forget_replaced(spec["name"], status)
         ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
         probes = self._probes(spec, ports, status, now)
-        listening = listening_ports(status.pid) if status.pid else set()
+        listening = listening_ports(status.pid, set(ports.values())) if status.pid and ports else set()
         if probes.get("liveness", {}).get("ok") is False and unit and status.active:
             self._restart(host, unit)
             self.tracker.forget(spec["name"])
             status = _status(host, unit)
+            self.pids[spec["name"]] = status.pid
         ready, since = self._readiness(spec, status, probes)
         instance: JsonObject = {
             "service": spec["name"],
@@ -56,6 +61,12 @@ class InstanceObserver:
             "restarts": status.restarts,
         }
         return instance | ({"unit": unit} if unit else {})
+
+    def _forget_replaced(self, service: str, status: UnitStatus) -> None:
+        """Start the probe series afresh when the main process is not the one seen last time."""
+        if service in self.pids and self.pids[service] != status.pid:
+            self.tracker.forget(service)
+        self.pids[service] = status.pid
 
     def _probes(
         self, spec: Mapping[str, Any], ports: Mapping[str, int], status: UnitStatus, now: datetime

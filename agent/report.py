@@ -61,3 +61,33 @@ def build_report(
         "hooks": hook_entries(result) if result else [],
         "capabilities": sorted(capabilities),
     }
+
+
+def substance(report: Mapping[str, Any]) -> JsonObject:
+    """Pure: what the reconciler acts on in a report, so that only a change of it is worth a push.
+
+    Applied serial and outcome, a rejection, whether each resource converged, failed or waits,
+    and each instance's state, version, ports, probe states and readiness. Left out: times, pids,
+    restart counts, probe messages, reasons, and what only one apply did (`changed` versus
+    `unchanged`, drift, hooks), which is pushed with that apply."""
+    applied = report.get("applied")
+    return {
+        "node": report.get("node"),
+        "agentVersion": report.get("agentVersion"),
+        "applied": {k: v for k, v in applied.items() if k != "at"} if applied else None,
+        "rejected": report.get("rejected"),
+        "resources": [_resource_substance(r) for r in report.get("resources") or []],
+        "instances": [_instance_substance(i) for i in report.get("instances") or []],
+        "capabilities": report.get("capabilities"),
+    }
+
+
+def _resource_substance(entry: Mapping[str, Any]) -> JsonObject:
+    outcome = "converged" if entry.get("outcome") in ("changed", "unchanged") else entry.get("outcome")
+    return {"id": entry.get("id"), "outcome": outcome, "error": entry.get("error")}
+
+
+def _instance_substance(instance: Mapping[str, Any]) -> JsonObject:
+    kept = {k: v for k, v in instance.items() if k not in ("pid", "restarts", "readySince", "probes")}
+    kept["probes"] = {kind: bool(p.get("ok")) for kind, p in (instance.get("probes") or {}).items()}
+    return kept

@@ -4,8 +4,9 @@ One cycle:
     1. fetch the state branch; on failure keep converging the last verified plan, report later
     2. verify the node's plan (`agent.plan`); a rejected plan is never applied, the report says why
     3. journal, apply (`agent.apply`), record applied serial, ledger and hooks, drop the journal
-    4. observe instances and probes, build and sign the report, push it when something changed,
-       when a plan was rejected, when the last push failed, or when `heartbeat` has passed
+    4. observe instances and probes, build and sign the report, push it when its substance (what the
+       reconciler acts on: applied serial, outcomes, instance state, readiness, ports, version) differs
+       from the last pushed, when the last push failed, or when `heartbeat` has passed
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from agent.instances import InstanceObserver
 from agent.nginxctl import Nginx
 from agent.paths import Confinement
 from agent.plan import Plan, format_time, verify_plan
-from agent.report import build_report
+from agent.report import build_report, substance
 from agent.resources.base import Host
 from agent.runtimes.base import Runtime
 from agent.runtimes.process import ProcessRuntime
@@ -79,8 +80,9 @@ class _Memory:
 
     last_push: datetime | None = None
     push_failed: bool = True
-    last_rejected: str | None = None
     heartbeat: float = DEFAULT_HEARTBEAT
+    pushed: JsonObject | None = None  # substance of the last report pushed
+    saved: JsonObject | None = None  # substance of the report last kept in the state directory
 
 
 @dataclass
@@ -249,7 +251,8 @@ class Agent:
         plan = plan or self._kept_plan()
         result = self.apply(plan) if plan is not None else None
         report = self._report(plan, result, rejected)
-        pushed = self._maybe_push(report, plan, result, rejected, force=force_report)
+        pushed = self._maybe_push(report, plan, result, force=force_report)
+        self._keep(report, pushed=pushed)
         ok = result.ok if result is not None else True
         return CycleOutcome(
             fetched, fresh_plan, ok and rejected is None, _reason(rejected), pushed, result, report
@@ -269,27 +272,31 @@ class Agent:
             instances=instances,
             capabilities=self.capabilities(),
         )
-        signed = sign_document(document, self.signing_key)
-        self.state.save("report", signed)
-        return signed
+        return sign_document(document, self.signing_key)
+
+    def _keep(self, report: JsonObject, *, pushed: bool) -> None:
+        """Keep the report in the state directory when it was pushed or says something new."""
+        found = substance(report)
+        if pushed or found != self.memory.saved:
+            self.state.save("report", report)
+            self.memory.saved = found
 
     def _maybe_push(
         self,
         report: JsonObject,
         plan: Plan | None,
         result: ApplyResult | None,
-        rejected: JsonObject | None,
         *,
         force: bool,
     ) -> bool:
         heartbeat = plan.heartbeat if plan is not None else DEFAULT_HEARTBEAT
         self.memory.heartbeat = heartbeat
-        reason = _reason(rejected)
+        found = substance(report)
         due = (
             force
             or self.memory.push_failed
             or (result is not None and result.changed)
-            or reason != self.memory.last_rejected
+            or found != self.memory.pushed
             or self.memory.last_push is None
             or self.clock() - self.memory.last_push >= timedelta(seconds=heartbeat)
         )
@@ -303,7 +310,7 @@ class Agent:
             return False
         self.memory.push_failed = False
         self.memory.last_push = self.clock()
-        self.memory.last_rejected = reason
+        self.memory.pushed = found
         return True
 
     def capabilities(self) -> list[str]:
