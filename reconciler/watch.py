@@ -2,8 +2,10 @@
 
 A push to a local bare repository shows up as a `<ref>.lock` created, written and renamed onto
 the ref (a moved event), or as a rewritten `packed-refs`; lock files themselves are ignored, and so
-is the state branch, which only reconcilers write. Every wake-up runs one pass; events arriving
-during a pass are coalesced into the next one.
+is the state branch, which only reconcilers write. Only events that can change a ref are asked
+of the kernel (`REF_EVENTS`): agents fetching read refs all the time, and those opens and closes
+never reach the handler. Every wake-up runs one pass; events arriving during a pass are coalesced
+into the next one.
 """
 
 from __future__ import annotations
@@ -16,10 +18,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 DEBOUNCE_SECONDS = 0.05
+# a ref written in place or renamed from its lock, deleted, or a directory of refs moved or removed
+REF_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
 
 
 def is_ref_change(git_dir: Path, path: str, *, ignored: frozenset[str]) -> bool:
@@ -61,8 +83,8 @@ def watching_refs(
     handler = _RefEvents(git_dir, wake, ignored)
     observer = Observer()
     (git_dir / "refs").mkdir(exist_ok=True)
-    observer.schedule(handler, str(git_dir / "refs"), recursive=True)
-    observer.schedule(handler, str(git_dir), recursive=False)
+    observer.schedule(handler, str(git_dir / "refs"), recursive=True, event_filter=REF_EVENTS)
+    observer.schedule(handler, str(git_dir), recursive=False, event_filter=REF_EVENTS)
     observer.start()
     try:
         yield

@@ -15,6 +15,7 @@ import pygit2
 import pytest
 
 from agent.crypto import SigningKey
+from reconciler import watch
 from reconciler.watch import is_ref_change, watching_refs
 from tests.integration.test_reconcile_pass import STATE, fleet_files, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
@@ -86,3 +87,26 @@ def test_a_push_is_reconciled_without_waiting_for_the_interval(tmp_path: Path) -
         process.wait(timeout=20)
         log.close()
     assert process.returncode == 0, (tmp_path / "reconciler.log").read_text()
+
+
+def test_reading_refs_reaches_no_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fetches read refs all the time: their opens and closes are filtered out before the handler."""
+    repo = bare_repo(tmp_path / "fleet.git")
+    commit_files(repo, "main", {"a.yaml": "a: 1\n"})
+    commit_files(repo, "plumb/reports/web-1", {"report.json": "{}\n"})
+    seen: list[str] = []
+    original = watch._RefEvents.dispatch
+    monkeypatch.setattr(
+        watch._RefEvents, "dispatch", lambda self, e: (seen.append(e.event_type), original(self, e))
+    )
+    wake = threading.Event()
+    with watching_refs(Path(repo.path), wake, ignored=IGNORED):
+        commit_files(repo, "main", {"a.yaml": "a: 2\n"})
+        wait_for(wake.is_set, 10, "a loose ref update")
+        clone = tmp_path / "clone.git"
+        subprocess.run(["git", "clone", "--quiet", "--mirror", repo.path, str(clone)], check=True)
+        for _ in range(5):
+            subprocess.run(["git", "-C", str(clone), "fetch", "--quiet", "origin"], check=True)
+        commit_files(repo, "main", {"a.yaml": "a: 3\n"})
+        wait_for(lambda: seen.count("moved") + seen.count("created") >= 2, 10, "the second update")
+    assert set(seen) <= {"created", "modified", "moved", "deleted"}, seen
