@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +51,14 @@ def descendants(root: int, parents: Mapping[int, int]) -> set[int]:
     return tree
 
 
+@functools.cache
+def _children_files() -> bool:
+    """Whether the kernel lists a task's children in /proc (CONFIG_PROC_CHILDREN)."""
+    return Path("/proc/thread-self/children").exists()
+
+
 def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process: the fallback when /proc lists no children."""
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -58,6 +67,27 @@ def _parents() -> dict[int, int]:
             except (OSError, ValueError, IndexError):
                 continue
     return parents
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                found |= {int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()}
+    return found
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and its descendants, walking only that tree where the kernel lists children."""
+    if not _children_files():
+        return descendants(root, _parents())
+    tree, todo = {root}, [root]
+    while todo:
+        for child in _children(todo.pop()) - tree:
+            tree.add(child)
+            todo.append(child)
+    return tree
 
 
 def _socket_inodes(pids: Iterable[int]) -> set[int]:
@@ -77,14 +107,24 @@ def _socket_inodes(pids: Iterable[int]) -> set[int]:
     return inodes
 
 
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports the process `pid` and its descendants listen on."""
-    inodes = _socket_inodes(descendants(pid, _parents()))
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+def _listening(inodes: set[int]) -> set[int]:
+    """Ports of the listening sockets among `inodes` (no table is read when there is no socket)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6") if inodes else ():
         try:
             text = Path(table).read_text()
         except OSError:
             continue
         ports |= {listener.port for listener in parse_proc_net_tcp(text) if listener.inode in inodes}
     return ports
+
+
+def listening_ports(pid: int, wanted: Collection[int] = ()) -> set[int]:
+    """TCP ports the process `pid` and its descendants listen on.
+
+    The main process alone is looked at first: when it already listens on every port in `wanted`,
+    its descendants are not searched."""
+    own = _listening(_socket_inodes([pid]))
+    if wanted and own >= set(wanted):
+        return own
+    return _listening(_socket_inodes(process_tree(pid)))

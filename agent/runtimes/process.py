@@ -1,9 +1,16 @@
 """The `process` runtime: units run under one detached supervisor each (`agent.runtimes.supervise`).
 
 For hosts and containers without systemd, for demos and for tests. A unit's command comes from
-the unit file and drop-ins the agent wrote (under --root). Supervisors outlive the agent; their
+the unit file and drop-ins the agent wrote (under --root). Under --root, `WorkingDirectory=` is
+mapped under the root, and so is every word of `ExecStart=` (the executable and each argument)
+that is an absolute path inside the plan's allowedPaths: the plan put those files there.
+`/usr/bin/python3`, `/bin/sh` and other paths outside allowedPaths stay the host's, as do
+relative paths and options such as `--config=/etc/app.conf` (write `--config /etc/app.conf`, or
+a path relative to `WorkingDirectory=`). An allowedPaths entry `/` maps nothing on the command
+line: the host's own programs would disappear under the root. Supervisors outlive the agent; their
 state lives in `<state-dir>/supervise/<unit>/`, and a restarted agent re-adopts them after
-checking that the recorded pid is alive and really is that unit's supervisor.
+checking that the recorded pid is alive and really is that unit's supervisor. A restart asks the
+live supervisor (SIGHUP) to restart the service with the unit's new config: no new interpreter.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Any
 
 from agent import fsops
 from agent.errors import PermanentError, TemporaryError
-from agent.paths import Confinement
+from agent.paths import Confinement, inside
+from agent.runtimes import supervise
 from agent.runtimes.base import UnitState, UnitStatus
 from agent.unitfile import ExecConfig, exec_config
 
@@ -72,12 +80,21 @@ class ProcessRuntime:
 
     def _config_json(self, unit: str) -> dict[str, Any]:
         config = asdict(self.config(unit))
+        config["argv"] = [self._mapped(word) for word in config["argv"]]
         workdir = config["working_directory"]
         if workdir:
             optional = workdir.startswith("-")
             mapped = self.confinement.root / workdir.lstrip("-").lstrip("/")
             config["working_directory"] = None if optional and not mapped.is_dir() else str(mapped)
         return config
+
+    def _mapped(self, word: str) -> str:
+        """A command-line word, mapped under the root when it is a path inside allowedPaths."""
+        if not word.startswith("/") or self.confinement.root == Path("/"):
+            return word
+        if any(prefix != "/" and inside(word, prefix) for prefix in self.confinement.allowed):
+            return str(self.confinement.root / word.lstrip("/"))
+        return word
 
     def _read(self, unit: str, name: str) -> Any:
         try:
@@ -106,21 +123,33 @@ class ProcessRuntime:
         state = _STATES.get(record.get("state", "starting"), UnitState.STARTING)
         return UnitStatus(state, record.get("pid"), int(record.get("restarts", 0)), enabled)
 
+    def _write_config(self, unit: str) -> str:
+        """Write the unit's config for its supervisor; the generation the supervisor will report."""
+        generation = f"{time.time_ns():x}"
+        directory = self._dir(unit)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config = self._config_json(unit) | {"generation": generation}
+        supervise.write_json(directory / "config.json", config)
+        return generation
+
     def start(self, unit: str) -> None:
         if self.supervisor_pid(unit) is not None:
             return
+        self._write_config(unit)
         directory = self._dir(unit)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (directory / "config.json").write_text(json.dumps(self._config_json(unit)))
         for stale in ("status.json", "supervisor.pid"):
             (directory / stale).unlink(missing_ok=True)
-        command = [sys.executable, "-m", "agent.runtimes.supervise", str(directory)]
+        # -S: no site-packages to scan; the supervisor needs only the standard library and this agent
+        command = [sys.executable, "-S", "-m", "agent.runtimes.supervise", str(directory)]
         result = subprocess.run(command, capture_output=True, timeout=30, check=False, env=_child_env())
         if result.returncode != 0 or self.supervisor_pid(unit) is None:
             raise TemporaryError(
                 f"{unit}: supervisor did not start: {result.stderr.decode(errors='replace')}"
             )
         self._await_status(unit)
+        self._check_started(unit)
+
+    def _check_started(self, unit: str) -> None:
         record = self._read(unit, "status.json") or {}
         if record.get("error"):
             raise TemporaryError(f"{unit}: cannot run ExecStart: {record['error']}")
@@ -145,8 +174,30 @@ class ProcessRuntime:
             _kill_leftovers(pid, self._read(unit, "status.json"))
 
     def restart(self, unit: str) -> None:
-        self.stop(unit)
+        """Have the live supervisor restart the service; stop and start when it cannot (or is too old to)."""
+        pid = self.supervisor_pid(unit)
+        if pid is None or "generation" not in (self._read(unit, "status.json") or {}):
+            self.stop(unit)
+            self.start(unit)
+            return
+        generation = self._write_config(unit)
+        os.kill(pid, signal.SIGHUP)
+        if self._await_generation(unit, generation):
+            self._check_started(unit)
+            return
+        self.stop(unit)  # it ended meanwhile (or hangs): start afresh
         self.start(unit)
+
+    def _await_generation(self, unit: str, generation: str) -> bool:
+        """Wait until the supervisor runs the service with config `generation`; False if it went away."""
+        deadline = time.monotonic() + STOP_TIMEOUT + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if (self._read(unit, "status.json") or {}).get("generation") == generation:
+                return True
+            if self.supervisor_pid(unit) is None:
+                return False
+            time.sleep(0.005)
+        return False
 
     def set_enabled(self, unit: str, enabled: bool) -> None:
         marker = self._dir(unit) / "enabled"

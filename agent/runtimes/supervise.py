@@ -5,7 +5,12 @@ becomes a session leader that outlives the agent, and the parent exits once `DIR
 is written. The supervisor reads `DIR/config.json`, writes `DIR/status.json` at every change, sends
 the service's output to `DIR/output.log`, and restarts with exponential back-off (from RestartSec,
 doubling, at most 30 s; reset after 10 s of healthy running). SIGTERM stops the service's process
-group (SIGKILL after 5 s) and ends the supervisor.
+group (SIGKILL after 5 s) and ends the supervisor. SIGHUP restarts the service: stop it, read
+`config.json` again, start it at once; `status.json` then carries the config's `generation`, so
+the runtime knows the restart is done without starting another interpreter.
+
+It imports little, and `agent.unitfile` only once a process has ended: a unit's start waits for
+this interpreter to come up.
 """
 
 from __future__ import annotations
@@ -18,23 +23,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from agent.unitfile import should_restart
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_BACKOFF = 30.0
 HEALTHY_AFTER = 10.0
 STOP_GRACE = 5.0
-_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP}
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Atomically replace a small JSON file."""
+    """Atomically replace a small JSON file (renamed into place, not fsynced).
+
+    Status and config describe processes that do not survive a reboot: a power cut may lose them,
+    and no crash of the agent or the supervisor ever leaves a half-written one."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as handle:
         json.dump(value, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -43,7 +50,7 @@ class Supervisor:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.config = json.loads((directory / "config.json").read_text())
+        self.config: dict[str, Any] = json.loads((directory / "config.json").read_text())
         self.child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.delay = float(self.config["restart_sec"])
@@ -52,6 +59,7 @@ class Supervisor:
     def status(self, state: str, **extra: Any) -> None:
         pid = self.child.pid if self.child is not None else None
         record = {"supervisor": os.getpid(), "pid": pid, "state": state, "restarts": self.restarts}
+        record["generation"] = self.config.get("generation")
         write_json(self.directory / "status.json", record | extra)
 
     def spawn(self) -> None:
@@ -87,7 +95,8 @@ class Supervisor:
         )
         return wait
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the service's process group: SIGTERM, SIGKILL after STOP_GRACE."""
         if self.child is not None and self.child.poll() is None:
             _signal_group(self.child.pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE
@@ -95,7 +104,31 @@ class Supervisor:
                 signal.sigtimedwait({signal.SIGCHLD}, 0.05)
             _signal_group(self.child.pid, signal.SIGKILL)
             self.child.wait()
+
+    def stop(self) -> None:
+        self.halt()
         self.status("stopped")
+
+    def reload(self) -> float:
+        """SIGHUP: stop the service, take the new config, and say when to start it (now)."""
+        self.halt()
+        self.child = None
+        self.config = json.loads((self.directory / "config.json").read_text())
+        self.restarts, self.delay = 0, float(self.config["restart_sec"])
+        return time.monotonic()
+
+    def ended(self) -> float | None:
+        """After the service ended: when to start it again, or None when Restart= says not to."""
+        from agent.unitfile import should_restart  # only now: keeps the supervisor's start cheap
+
+        code, sig = self.reap() or (None, None)
+        self.child = None  # reaped once: the next wake-up must not count this end again
+        if not should_restart(self.config["restart"], exit_code=code, signal=sig):
+            self.status("stopped" if code == 0 else "failed", exitCode=code, signal=sig)
+            return None
+        self.restarts += 1
+        self.status("starting", exitCode=code, signal=sig)
+        return time.monotonic() + self.next_delay()
 
     def run(self) -> None:
         next_start: float | None = time.monotonic()
@@ -105,20 +138,16 @@ class Supervisor:
                 next_start = None
             timeout = 1.0 if next_start is None else max(0.0, next_start - time.monotonic())
             received = signal.sigtimedwait(_SIGNALS, timeout)
-            if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
+            signo = received.si_signo if received is not None else None
+            if signo in (signal.SIGTERM, signal.SIGINT):
                 self.stop()
                 return
-            ended = self.reap()
-            if ended is None:
-                continue
-            code, sig = ended
-            if not should_restart(self.config["restart"], exit_code=code, signal=sig):
-                self.child = None
-                self.status("stopped" if code == 0 else "failed", exitCode=code, signal=sig)
-                return
-            self.restarts += 1
-            next_start = time.monotonic() + self.next_delay()
-            self.status("starting", exitCode=code, signal=sig)
+            if signo == signal.SIGHUP:
+                next_start = self.reload()
+            elif self.reap() is not None:
+                next_start = self.ended()
+                if next_start is None:
+                    return
 
 
 def backoff(current: float, *, base: float, ran_for: float) -> tuple[float, float]:

@@ -232,3 +232,74 @@ def test_failed_pre_start_hook_keeps_the_unit_down_and_is_retried(world: AgentWo
     gate.touch()
     assert world.agent().run(once=True).ok
     assert world.report()["instances"][0]["pid"] is not None
+
+
+def test_exec_start_paths_inside_allowed_paths_are_mapped_under_the_root(world: AgentWorld) -> None:
+    """ExecStart's executable and absolute arguments inside allowedPaths run from under --root; /bin/sh stays."""
+    script = '#!/bin/sh\necho "$0 $1" > "$1"\nexec sleep 3600\n'
+    unit = {
+        "name": "tool.service",
+        "content": "[Service]\nExecStart=/opt/tool/bin/run /srv/tool/out.txt\n",
+    }
+    shell = {
+        "name": "shell.service",
+        "content": "[Service]\nExecStart=/bin/sh /opt/tool/bin/run /srv/tool/sh.txt\n",
+    }
+    world.publish(
+        [
+            resource("directory", {"path": "/srv/tool", "mode": "0755"}),
+            resource("file", {"path": "/opt/tool/bin/run", "mode": "0755", "content": script}),
+            resource("unit", unit, after=["file:/opt/tool/bin/run", "directory:/srv/tool"]),
+            resource("unit", shell, after=["file:/opt/tool/bin/run", "directory:/srv/tool"]),
+        ]
+    )
+    assert world.agent().run(once=True).ok, world.report()["resources"]
+    out, by_shell = world.path("/srv/tool/out.txt"), world.path("/srv/tool/sh.txt")
+    run = world.path("/opt/tool/bin/run")
+    assert eventually(lambda: out.exists() and out.read_text()) == f"{run} {out}\n"
+    assert eventually(lambda: by_shell.exists() and by_shell.read_text()) == f"{run} {by_shell}\n"
+
+
+def test_a_killed_process_is_started_again_by_its_supervisor(world: AgentWorld) -> None:
+    """Restart=on-failure brings a SIGKILLed process back with a new pid, running, not stuck in `starting`."""
+    port = free_port()
+    world.publish(web_service(port))
+    agent = world.agent()
+    agent.run(once=True)
+    first = eventually(lambda: instance(world, agent)["pid"])
+    os.kill(first, 9)
+    again = eventually(lambda: (i := instance(world, agent))["pid"] not in (None, first) and i["ready"] and i)
+    assert again["state"] == "running" and again["restarts"] == 1
+
+
+def test_a_restart_reuses_the_supervisor_and_runs_the_new_command(world: AgentWorld) -> None:
+    """Restarting a unit asks its live supervisor to run the new ExecStart: same supervisor, new process."""
+    port = free_port()
+    world.publish(web_service(port))
+    world.agent().run(once=True)
+    supervisor = int((world.state_dir / "supervise" / "web.service" / "supervisor.pid").read_text())
+    first = eventually(lambda: world.report()["instances"][0]["pid"])
+    world.publish(web_service(port, greeting="bonjour"))
+    world.agent().run(once=True)
+    second = world.report()["instances"][0]["pid"]
+    assert second not in (None, first) and not process_alive(first, "http.server")
+    assert b"GREETING=bonjour" in Path(f"/proc/{second}/environ").read_bytes()
+    assert int((world.state_dir / "supervise" / "web.service" / "supervisor.pid").read_text()) == supervisor
+    assert process_alive(supervisor, str(world.state_dir / "supervise" / "web.service"))
+
+
+def test_ports_of_a_child_process_are_seen_listening(world: AgentWorld) -> None:
+    """A port opened by a child of the unit's main process counts as listening (the process tree is walked)."""
+    port = free_port()
+    entries = web_service(port)
+    entries[2]["spec"]["content"] = (
+        f"[Service]\nExecStart=/bin/sh -c '{sys.executable} -m http.server {port} --bind 127.0.0.1 & wait'\n"
+        "WorkingDirectory=/srv/web\n"
+    )
+    entries[2] = resource("unit", entries[2]["spec"], service="web", after=["directory:/srv/web"])
+    world.publish(entries)
+    agent = world.agent()
+    agent.run(once=True)
+    found = eventually(lambda: (i := instance(world, agent))["ready"] and i)
+    assert found["ports"][0]["listening"] is True
+    assert Path(f"/proc/{found['pid']}/cmdline").read_bytes().split(b"\0")[0] == b"/bin/sh"
