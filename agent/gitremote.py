@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pygit2
 from pygit2.ffi import ffi
@@ -172,6 +172,13 @@ class Remote:
 
     def _callbacks(self) -> _Callbacks:
         return _Callbacks(self.endpoint, self.ssh_key, self.known_hosts)
+
+    def local_path(self) -> Path | None:
+        """The repository's directory when the remote is on this machine (file:// or a path)."""
+        if self.endpoint.scheme != "file":
+            return None
+        url = self.endpoint.url
+        return Path(unquote(urlsplit(url).path)) if url.startswith("file://") else Path(url)
 
     def _anonymous(self, repo: pygit2.Repository) -> Any:
         return repo.remotes.create_anonymous(self.endpoint.url)

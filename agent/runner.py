@@ -1,9 +1,14 @@
 """The agent loop: recover an interrupted apply, fetch, verify, converge, observe, report; repeat.
 
+Cycles run every `interval` seconds; with a remote on this machine (file://), the agent also looks
+at the state branch between cycles (a stat) and starts the next cycle as soon as it moves.
+
 One cycle:
     1. fetch the state branch; on failure keep converging the last verified plan, report later
     2. verify the node's plan (`agent.plan`); a rejected plan is never applied, the report says why
-    3. journal, apply (`agent.apply`), record applied serial, ledger and hooks, drop the journal
+    3. journal, apply (`agent.apply`), record applied serial, ledger and hooks, drop the journal;
+       re-applying the plan already applied, with nothing new to create, needs no journal: the
+       next start applies it again anyway, and a killed write's temp file goes with the next write
     4. observe instances and probes, build and sign the report, push it when its substance (what the
        reconciler acts on: applied serial, outcomes, instance state, readiness, ports, version) differs
        from the last pushed, when the last push failed, or when `heartbeat` has passed
@@ -40,6 +45,7 @@ from agent.state import StateDir
 from agent.sync import StateSync, open_repo
 
 DEFAULT_HEARTBEAT = 30
+LOCAL_POLL = 0.02  # how often the state branch of a remote on this machine is looked at (a stat)
 log = structlog.get_logger("plumb.agent")
 
 
@@ -190,7 +196,8 @@ class Agent:
             fresh = _fresh_paths(plan, host, ledger)
             if self.state.load("plan") != plan.document:  # new, or renewed (same resources, new expiry)
                 self.state.save("plan", plan.document)
-            self.state.save("journal", {"serial": plan.serial, "digest": plan.digest, "fresh": fresh})
+            if fresh or not self._applied(plan):
+                self.state.save("journal", {"serial": plan.serial, "digest": plan.digest, "fresh": fresh})
         hooks_state = self.state.load("hooks") or {}
         result = apply_plan(plan, host, ledger=_with_fresh(ledger, fresh), hooks_state=hooks_state)
         at = format_time(self.clock())
@@ -209,6 +216,15 @@ class Agent:
         self.state.drop("journal")
         _log_result(self.options.node, plan, result)
         return result
+
+    def _applied(self, plan: Plan) -> bool:
+        """Whether `plan` is the one last applied, and it converged."""
+        applied = self.state.load("applied") or {}
+        return (
+            applied.get("digest") == plan.digest
+            and applied.get("serial") == plan.serial
+            and applied.get("ok") is True
+        )
 
     def _record_applied(self, applied: JsonObject, result: ApplyResult) -> None:
         before = self.state.load("applied") or {}
@@ -327,9 +343,19 @@ class Agent:
             self.recover()
             outcome = self.cycle(force_report=True)
             while not once and not stop():
-                time.sleep(min(self.options.interval, self.memory.heartbeat))
+                self.pause(min(self.options.interval, self.memory.heartbeat))
                 outcome = self.cycle()
         return outcome
+
+    def pause(self, seconds: float) -> None:
+        """Sleep between cycles; a remote on this machine ends the sleep as soon as its state branch moves."""
+        marker = self.sync.state_marker()
+        deadline = time.monotonic() + seconds
+        while marker is not None and time.monotonic() < deadline - LOCAL_POLL:
+            time.sleep(LOCAL_POLL)
+            if self.sync.state_marker() != marker:
+                return
+        time.sleep(max(0.0, deadline - time.monotonic()))
 
 
 def _log_result(node: str, plan: Plan, result: ApplyResult) -> None:

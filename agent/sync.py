@@ -48,6 +48,13 @@ class StateSync:
             return None, str(commit.id)
         return bytes(self.repo[entry.id].read_raw()), str(commit.id)
 
+    def state_marker(self) -> tuple[tuple[int, int, int] | None, ...] | None:
+        """Cheap sign of the state branch moving on a remote on this machine (no fetch); None elsewhere."""
+        local = self.remote.local_path()
+        if local is None:
+            return None
+        return tuple(_stat(local / name) for name in (f"refs/heads/{self.state_branch}", "packed-refs"))
+
     def push_report(self, report: Mapping[str, Any]) -> str:
         """Push `report` as the single commit of the node's report branch (history is not kept)."""
         blob = self.repo.create_blob(to_file_json(report))
@@ -59,3 +66,11 @@ class StateSync:
         self.repo.references.create(self.report_ref, commit, force=True)
         self.remote.push(self.repo, [f"+{self.report_ref}:{self.report_ref}"])
         return str(commit)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
