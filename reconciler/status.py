@@ -475,8 +475,11 @@ def _instance(service: str, node: str, report: ReceivedReport | None) -> JsonObj
         "state": instance.get("state", "unknown"),
         "ready": bool(instance.get("ready")),
         "version": instance.get("version"),
-        # a readiness probe that flipped has a `since`; one that never passed since (re)start has none
-        "wasReady": bool(instance.get("ready")) or readiness.get("since") is not None,
+        # a readiness probe that flipped has a `since`; one that never passed since (re)start has none;
+        # a process its supervisor had to start again after a crash was up before, not on its way up
+        "wasReady": bool(instance.get("ready"))
+        or readiness.get("since") is not None
+        or int(instance.get("restarts") or 0) > 0,
     }
 
 

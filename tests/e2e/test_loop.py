@@ -301,11 +301,6 @@ class TestLoop:
             node: plan["serial"] for node, plan in plans.items()
         }
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="agent/runtimes/supervise.py: Supervisor.run reaps the same dead child on every wake-up, "
-        "so a crashed process is never started again (restarts climbs, state stays 'starting')",
-    )
     def test_a_killed_process_leaves_the_upstream_and_comes_back(self, loop: Loop) -> None:
         """Its endpoint leaves while the restart is held, the edge still answers, then it comes back."""
         pid = next(i["pid"] for i in loop.fleet.report("app-1")["instances"] if i["service"] == "web")

@@ -448,3 +448,16 @@ def test_versions_expected_per_node(
         reports[node] = ReceivedReport(node, document | {"node": node})
     document = service_status(service=API, endpoints=[], reports=reports, rollout=rollout)
     assert document["state"] == expected, document["reason"]
+
+
+def test_a_process_restarted_after_a_crash_is_unhealthy_not_starting() -> None:
+    """The agent gives a new process no readiness history, but its supervisor's restart count says it
+    was up before: the instance is unhealthy (its service degraded), not merely on its way up."""
+    crashed = report(ready=False)
+    document = dict(crashed.document or {})
+    document["instances"] = [dict(document["instances"][0], restarts=1)]
+    facts = ServiceFacts(name="api", state="running", paused=False, version=None, nodes=("web-1",))
+    status = service_status(service=facts, endpoints=[], reports={"web-1": ReceivedReport("web-1", document)})
+    assert status["instances"][0]["seen"] == "unhealthy"
+    fresh = service_status(service=facts, endpoints=[], reports={"web-1": crashed})
+    assert fresh["instances"][0]["seen"] == "starting"
