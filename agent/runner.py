@@ -294,7 +294,7 @@ class Agent:
         """Keep the report in the state directory when it was pushed or says something new."""
         found = substance(report)
         if pushed or found != self.memory.saved:
-            self.state.save("report", report)
+            self.state.save("report", report, durable=False)
             self.memory.saved = found
 
     def _maybe_push(

@@ -6,7 +6,7 @@
 <state-dir>/journal.json      present only while an apply runs: which plan it was applying
 <state-dir>/ledger.json       what the agent manages: resource id -> kind, digest, paths it created
 <state-dir>/hooks.json        release hooks run, per service and version
-<state-dir>/report.json       the last report built (pushed or not)
+<state-dir>/report.json       the last report pushed or saying something new (not fsynced: rebuilt each cycle)
 <state-dir>/repo.git          bare repository for fetching plans and pushing reports
 <state-dir>/supervise/        the process runtime's supervisors
 <state-dir>/agent.lock        held (flock) by the running agent, so two never apply at once
@@ -27,14 +27,15 @@ from agent.crypto import write_private
 from agent.errors import TemporaryError
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Atomically replace a JSON state file (temp file, fsync, rename)."""
+def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    """Atomically replace a JSON state file (temp file, fsync unless not `durable`, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as handle:
         json.dump(value, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -70,8 +71,9 @@ class StateDir:
     def load(self, name: str) -> Any:
         return read_json(self.file(name))
 
-    def save(self, name: str, value: Any) -> None:
-        write_json(self.file(name), value)
+    def save(self, name: str, value: Any, *, durable: bool = True) -> None:
+        """Replace a state file; `durable=False` for what is rebuilt anyway (the report), no fsync."""
+        write_json(self.file(name), value, durable=durable)
 
     def drop(self, name: str) -> None:
         self.file(name).unlink(missing_ok=True)

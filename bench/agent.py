@@ -1,4 +1,4 @@
-"""Agent benchmark: a first apply and converged runs over a 300-resource plan (files, units, nginx sites)."""
+"""Agent benchmark: a first apply, converged runs, and an apply restarting every unit, over 300 resources."""
 
 from __future__ import annotations
 
@@ -71,12 +71,12 @@ def resources(*, files: int, units: int, sites: int, port: int) -> list[dict[str
     return entries
 
 
-def plan(entries: list[dict[str, Any]], key: SigningKey) -> dict[str, Any]:
+def plan(entries: list[dict[str, Any]], key: SigningKey, *, serial: int = 1) -> dict[str, Any]:
     document = {
         "apiVersion": "plumb/v1",
         "kind": "NodePlan",
         "node": NODE,
-        "serial": 1,
+        "serial": serial,
         "source": {"commit": "b" * 40},
         "expires": (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "allowedPaths": ALLOWED,
@@ -95,7 +95,19 @@ def publish(origin: Path, document: dict[str, Any]) -> None:
     root = repo.TreeBuilder()
     root.insert("plans", plans.write(), pygit2.enums.FileMode.TREE)
     who = pygit2.Signature("bench", "bench@plumb.invalid")
-    repo.create_commit("refs/heads/plumb/state", who, who, "plan", root.write(), [])
+    tip = repo.references.get("refs/heads/plumb/state")
+    parents = [tip.target] if tip is not None else []
+    repo.create_commit("refs/heads/plumb/state", who, who, "plan", root.write(), parents)
+
+
+def units_changed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same resources with every unit file changed, so that an apply restarts every unit."""
+    return [
+        _entry("unit", e["id"], {**e["spec"], "content": e["spec"]["content"] + "# changed\n"})
+        if e["kind"] == "unit"
+        else e
+        for e in entries
+    ]
 
 
 @contextlib.contextmanager
@@ -157,6 +169,9 @@ def measure(base: Path, *, files: int, units: int, sites: int) -> None:
         )
         try:
             _report(options, len(entries), files, units, sites)
+            publish(origin, plan(units_changed(entries), key, serial=2))
+            restart = _timed(lambda: Agent(options).run(once=True))
+            print(f"agent: apply restarting all {units} units  {restart:.2f} s")
         finally:
             _stop_units(options)
 
