@@ -225,7 +225,8 @@ class _GroupBuilder:
         watched = tuple(
             p for piece in self.pieces if piece.kind in ("file", "certificate") for p in piece.paths
         )
-        watched += tuple(piece.spec["path"] for piece in self.pieces if piece.kind == "artifact")  # a new version
+        # an artifact's own path is what the agent reports changed when it switches to a new version
+        watched += tuple(piece.spec["path"] for piece in self.pieces if piece.kind == "artifact")
         self.pieces = [_with_restart_on(piece, watched) for piece in self.pieces]
         template = self.model.templates[self.service.template]
         spec = self._service_spec(template.doc)  # ports and probes come from the template
