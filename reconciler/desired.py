@@ -219,6 +219,7 @@ class _Assembly:
         self.findings: list[Finding] = []
         self.service_order = {service: index for index, service in enumerate(model.order)}
         self.renders_on: dict[str, list[int]] = {name: [] for name in model.nodes}
+        self.path_problems: dict[int, tuple[str, str] | None] = {}  # by id() of pieces alive meanwhile
         self.shared_key = (
             tuple(sorted(model.certificates)),
             tuple(sorted((s.name, s.doc.origin) for s in model.secrets.values())),
@@ -366,15 +367,23 @@ class _Assembly:
                 )
                 self._finding(piece, message, "resource-conflict")
                 continue
-            problem = next((p for p in (path_problem(x, allowed) for x in piece.paths) if p), None)
-            if problem is not None and problem[0] == "path-not-allowed" and not self.model.repository.trusted:
-                problem = None  # plumb.yaml is invalid: its allowedPaths are unknown, not the defaults
+            problem = self._path_problem(piece, allowed)
             if problem is not None:
                 self._finding(piece, problem[1], problem[0])
                 continue
             seen.update(dict.fromkeys((piece.id, *piece.paths), piece))
             kept.append(piece)
         return kept
+
+    def _path_problem(self, piece: Piece, allowed: tuple[str, ...]) -> tuple[str, str] | None:
+        """The first path of `piece` that escapes, checked once per piece whatever its node count."""
+        key = id(piece)
+        if key not in self.path_problems:
+            problem = next((p for p in (path_problem(x, allowed) for x in piece.paths) if p), None)
+            if problem is not None and problem[0] == "path-not-allowed" and not self.model.repository.trusted:
+                problem = None  # plumb.yaml is invalid: its allowedPaths are unknown, not the defaults
+            self.path_problems[key] = problem
+        return self.path_problems[key]
 
     def _ports(self, node: str) -> list[tuple[Mapping[str, Any], Piece]]:
         """The ports each service's own group binds on `node`, with the service's entry."""

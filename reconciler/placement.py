@@ -40,18 +40,18 @@ def _name_hash(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
 
 
-_K1, _K2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_K1 = 0xBF58476D1CE4E5B9
 
 
 def score(service: str, node: str) -> int:
-    """The weight of `node` for `service`: a 64-bit mix (splitmix64's finaliser) of both names' hashes."""
+    """The weight of `node` for `service`: a 64-bit mix of both names' hashes."""
     return _scores(_name_hash(service), [_name_hash(node)])[0]
 
 
 def _scores(service_hash: int, node_hashes: list[int]) -> list[int]:
-    zs = [((service_hash ^ h) * _K1) & _MASK for h in node_hashes]
-    zs = [((z ^ (z >> 27)) * _K2) & _MASK for z in zs]
-    return [z ^ (z >> 31) for z in zs]
+    """Weights: the names' hashes mixed by one multiply and one xor-shift (enough: the hashes are
+    already uniform; the mix only keeps services from ranking nodes alike)."""
+    return [(z := ((service_hash ^ h) * _K1) & _MASK) ^ (z >> 29) for h in node_hashes]
 
 
 @lru_cache(maxsize=4096)
