@@ -118,6 +118,7 @@ def render_string(source: str, context: Mapping[str, Any]) -> Any:
 
 
 _SLOW = object()
+_PLAIN = frozenset({str, int, float, bool})  # exact types: a subclass may render differently
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*)\s*\}\}")
 
 
@@ -158,13 +159,14 @@ def _substitute(source: str, context: Mapping[str, Any]) -> Any:
     if split is None:
         return _SLOW
     texts, names = split
-    values = [_lookup(context, name) for name in names]
-    if any(v is _SLOW or not isinstance(v, str | int | float | bool) for v in values):
-        return _SLOW
-    if len(values) == 1 and texts == ("", ""):
-        return values[0]
+    if len(names) == 1 and texts == ("", ""):
+        value = _lookup(context, names[0])
+        return value if type(value) in _PLAIN else _SLOW
     out = [texts[0]]
-    for value, text in zip(values, texts[1:], strict=True):
+    for name, text in zip(names, texts[1:], strict=True):
+        value = _lookup(context, name)
+        if type(value) not in _PLAIN:
+            return _SLOW
         out.append(str(value))
         out.append(text)
     return "".join(out)
