@@ -214,13 +214,20 @@ class TestLoop:
         commit = loop.fleet.push("a new message", {"services/web.yaml": loop.service_file("changed")})
         changed = loop.fleet.wait_applied(commit, before, timeout=TIMEOUT)
         assert changed == ["app-1", "app-2"]
-        loop.fleet.wait_until(
-            lambda: (
-                loop.get() == (200, "changed from app-1\n") or loop.get() == (200, "changed from app-2\n")
-            ),
-            timeout=TIMEOUT,
-            what="the edge serves the new message",
-        )
+        answers: list[tuple[int, str]] = []
+
+        def new_message() -> bool:
+            answers.append(loop.get())
+            return answers[-1] in ((200, "changed from app-1\n"), (200, "changed from app-2\n"))
+
+        try:
+            loop.fleet.wait_until(new_message, timeout=TIMEOUT, what="the edge serves the new message")
+        except AssertionError as error:
+            seen = sorted(set(answers[-20:]))
+            raise AssertionError(
+                f"{error}\nlast answers: {seen}\nupstream: {loop.upstream()}\n"
+                f"web: {json.dumps(loop.service())}"
+            ) from None
         loop.fleet.wait_converged(timeout=TIMEOUT)
         view = loop.status()
         assert view["source"]["commit"] == commit and view["source"]["ok"]
@@ -246,8 +253,12 @@ class TestLoop:
             (loop.root(node) / "srv/web/healthz").unlink()
         try:
             loop.wait_upstream([], "the edge's upstream is empty")
-            loop.fleet.wait_until(lambda: loop.get()[0] == 503, timeout=TIMEOUT, what="the edge answers 503")
-            assert "no healthy endpoint of web" in loop.get()[1]
+            # One predicate: during a reload an old nginx worker may answer from the old upstream.
+            loop.fleet.wait_until(
+                lambda: (lambda got: got[0] == 503 and "no healthy endpoint of web" in got[1])(loop.get()),
+                timeout=TIMEOUT,
+                what="the edge answers 503 saying there is no healthy endpoint",
+            )
             loop.wait_service("failed")
         finally:
             for node in APPS:
