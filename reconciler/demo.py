@@ -577,14 +577,18 @@ DEMO_HEARTBEAT = "5s"
 
 def build_artifact(directory: Path, service: str, version: str) -> tuple[str, str]:
     """A reproducible tar.gz holding an executable `bin/server`; (file:// url, sha256)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = API_SERVER.format(version=version).encode()
+    return pack_server(directory / f"{service}-{version}.tar.gz", API_SERVER.format(version=version))
+
+
+def pack_server(path: Path, script: str) -> tuple[str, str]:
+    """Write a reproducible tar.gz at `path` holding `script` as executable `bin/server`; (url, sha256)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = script.encode()
     member = tarfile.TarInfo("bin/server")
     member.size, member.mode, member.mtime = len(data), 0o755, 0
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(member, io.BytesIO(data))
-    path = directory / f"{service}-{version}.tar.gz"
     path.write_bytes(raw.getvalue())
     return path.as_uri(), hashlib.sha256(raw.getvalue()).hexdigest()
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -21,7 +18,7 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.demo import executable, free_port
+from reconciler.demo import executable, free_port, pack_server
 from tests.e2e.conftest import FleetFactory
 from tests.e2e.harness import Fleet
 
@@ -96,16 +93,7 @@ def server_script(version: str, *, healthy: bool = True) -> str:
 
 def build_artifact(directory: Path, version: str, *, healthy: bool = True) -> tuple[str, str]:
     """A tar.gz holding `bin/server` of `version`; (file:// url, sha256)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = server_script(version, healthy=healthy).encode()
-    member = tarfile.TarInfo("bin/server")
-    member.size, member.mode, member.mtime = len(data), 0o755, 0
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(member, io.BytesIO(data))
-    path = directory / f"web-{version}.tar.gz"
-    path.write_bytes(raw.getvalue())
-    return path.as_uri(), hashlib.sha256(raw.getvalue()).hexdigest()
+    return pack_server(directory / f"web-{version}.tar.gz", server_script(version, healthy=healthy))
 
 
 def release(
