@@ -1,31 +1,55 @@
-# Plumb's developer entry points. Every target creates or reuses the virtualenv in .venv.
+# Plumb's developer entry points. Every target creates or reuses the virtualenv in .venv, installs the
+# locked dependencies (exact versions, hashes checked) and then Plumb itself *as users get it*: a wheel
+# built from this tree and installed non-editable. Nothing installs from unpinned ranges.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements.lock
+DEVLOCK:= requirements-dev.lock
+DIST   := dist
+LOCKED := $(VENV)/.locked
 STAMP  := $(VENV)/.installed
+CODE   := reconciler agent contract demo
+SOURCES:= pyproject.toml README.md $(shell find $(CODE) schemas examples/shop -type f -not -path '*/__pycache__/*' 2>/dev/null)
+PIPFLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test unit lint typecheck layers bench clean
+.PHONY: demo test unit lint typecheck layers smoke bench lock dist clean
 
-$(STAMP): pyproject.toml
+$(LOCKED): $(DEVLOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install $(PIPFLAGS) --require-hashes --no-deps -r $(DEVLOCK)
+	touch $@
+
+# The wheel and sdist, built from the tree with the locked build backend (no build isolation).
+$(DIST)/.built: $(LOCKED) $(SOURCES)
+	rm -rf $(DIST)
+	$(BIN)/python -m build --no-isolation --wheel --sdist --outdir $(DIST) . >/dev/null
+	touch $@
+
+$(STAMP): $(DIST)/.built
+	$(BIN)/python -m pip install $(PIPFLAGS) --no-deps --force-reinstall $(DIST)/*.whl
+	touch $@
+
+dist: $(DIST)/.built
 
 demo: $(STAMP)
 	$(BIN)/plumb demo $(DEMO_ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check reconciler agent tests bench
-	$(BIN)/ruff format --check reconciler agent tests bench
+lint: $(LOCKED)
+	$(BIN)/ruff check $(CODE) tests bench
+	$(BIN)/ruff format --check $(CODE) tests bench
 
-typecheck: $(STAMP)
-	$(BIN)/mypy reconciler agent
+typecheck: $(LOCKED)
+	$(BIN)/mypy $(CODE)
 
-layers: $(STAMP)
+layers: $(LOCKED)
 	$(BIN)/lint-imports
 
-test: lint typecheck layers
+# The built wheel in a fresh virtualenv, with only the runtime lock: every command's --help, both examples.
+smoke: $(DIST)/.built
+	PYTHON=$(PYTHON) tests/packaging/smoke $(DIST) $(LOCK)
+
+test: lint typecheck layers $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -34,5 +58,12 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Refresh both locks from pyproject.toml's ranges (the dev lock is held to the runtime lock's versions).
+lock: $(LOCKED)
+	$(BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	$(BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --extra dev -c $(LOCK) -o $(DEVLOCK) pyproject.toml
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(DIST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,7 +1,13 @@
 """Plumb's node agent: pulls its node's signed plan, converges the host, reports back.
 
-It also owns the plan and report contract (`agent.contract`) and the signing and sealing
-helpers (`agent.crypto`) that the reconciler imports; the agent never imports the reconciler.
+- `cli`     `plumb-agent enroll | run | status`
+- `loop/`   fetch, verify, apply, observe, report
+- `apply/`  converge a verified plan: `resources/` (one module per kind) and `runtimes/`
+- `host/`   host primitives: file operations, paths, /proc, unit files, nginx, probes
+
+It imports the shared `contract` package, never the reconciler.
 """
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

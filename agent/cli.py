@@ -16,12 +16,13 @@ from typing import Any
 import click
 import structlog
 
-from agent.crypto import SealingKey, SigningKey, VerifyKey
-from agent.errors import PlumbError
-from agent.nginxctl import Nginx
-from agent.runner import Agent, AgentOptions
-from agent.state import StateDir
-from agent.unitfile import parse_timespan
+from agent import __version__
+from agent.host.nginxctl import Nginx
+from agent.host.unitfile import parse_timespan
+from agent.loop.runner import Agent, AgentOptions
+from agent.loop.state import StateDir
+from contract.crypto import SealingKey, SigningKey, VerifyKey
+from contract.errors import PlumbError
 
 DEFAULT_STATE_DIR = "/var/lib/plumb-agent"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -54,7 +55,8 @@ def _configure_logging() -> None:
     )
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="plumb-agent")
 def main() -> None:
     """Plumb's node agent: pull this node's signed plan, converge the host, report back."""
 

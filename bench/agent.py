@@ -20,14 +20,14 @@ from typing import Any
 import pygit2
 import structlog
 
+from agent.apply.runtimes.process import ProcessRuntime
 from agent.cli import enroll_keys
-from agent.contract import resource_digest, resources_digest, sign_document, to_file_json
-from agent.crypto import SigningKey
-from agent.nginxctl import Nginx
-from agent.paths import Confinement
-from agent.runner import Agent, AgentOptions
-from agent.runtimes.process import ProcessRuntime
-from agent.state import StateDir
+from agent.host.nginxctl import Nginx
+from agent.host.paths import Confinement
+from agent.loop.runner import Agent, AgentOptions
+from agent.loop.state import StateDir
+from contract.crypto import SigningKey
+from contract.documents import resource_digest, resources_digest, sign_document, to_file_json
 
 NODE = "bench-1"
 NGINX = "/usr/sbin/nginx"

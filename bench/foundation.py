@@ -21,8 +21,8 @@ _VALIDATE = """
 import json, resource, sys, time
 from pathlib import Path
 start = time.perf_counter()
-from reconciler.desired import compile_desired
-from reconciler.gitsource import read_worktree_files
+from reconciler.core.compile.desired import compile_desired
+from reconciler.drivers.desired_source import read_worktree_files
 desired = compile_desired(read_worktree_files(Path(sys.argv[1])))
 errors = sum(f.is_error for f in desired.findings)
 seconds = time.perf_counter() - start
@@ -34,8 +34,8 @@ _RENDER = """
 import json, resource, sys, time
 from pathlib import Path
 start = time.perf_counter()
-from reconciler.desired import compile_desired
-from reconciler.gitsource import read_worktree_files
+from reconciler.core.compile.desired import compile_desired
+from reconciler.drivers.desired_source import read_worktree_files
 desired = compile_desired(read_worktree_files(Path(sys.argv[1])))
 size = 0
 for node, resources in desired.nodes.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.demo import LocalFleet, set_tiny_message, tiny_fleet
+from demo.fleet import LocalFleet, set_tiny_message, tiny_fleet
 
 AGENTS, PUSHES = 20, 10
 AGENT_INTERVAL = "1s"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pygit2
 import structlog
 
-from agent.crypto import SigningKey
 from bench.generate import generate
+from contract.crypto import SigningKey
+from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import PassResult, Reconciler
-from reconciler.statestore import LocalLocation
 
 NODES, SERVICES = 1000, 2000
 SIGNATURE = pygit2.Signature("bench", "bench@plumb.invalid", 1_700_000_000, 0)

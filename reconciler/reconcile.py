@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pygit2
 import structlog
 
-from agent.crypto import SigningKey
-from agent.errors import ContractError
-from reconciler.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
-from reconciler.discovery import waiting_for
-from reconciler.errors import PushRejected, RewindRefused, TemporaryError, UsageError
-from reconciler.findings import Finding
-from reconciler.gitsource import read_commit_files
-from reconciler.keys import Sealer, SecretValues, secrets_key
-from reconciler.planner import (
+from contract.crypto import SigningKey
+from contract.errors import ContractError, PushRejected, RewindRefused, TemporaryError, UsageError
+from reconciler.core.compile.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
+from reconciler.core.decide.discovery import waiting_for
+from reconciler.core.decide.planner import (
     FleetPlan,
     NodePlan,
     PlanCache,
@@ -32,10 +28,8 @@ from reconciler.planner import (
     plan_fleet,
     plan_payload,
 )
-from reconciler.reports import ReportCache, read_reports, report_tips
-from reconciler.rollout import Decision, NodeObservation, RolloutState, observe, step_service
-from reconciler.statestore import Location, StateSnapshot, StateStore, current_target, state_json
-from reconciler.status import (
+from reconciler.core.decide.rollout import Decision, NodeObservation, RolloutState, observe, step_service
+from reconciler.core.decide.status import (
     APPS_PREFIX,
     NODES_PREFIX,
     SERVICES_PREFIX,
@@ -52,9 +46,14 @@ from reconciler.status import (
     service_status,
     source_status,
 )
+from reconciler.core.findings import Finding
+from reconciler.drivers.desired_source import read_commit_files
+from reconciler.drivers.keys import Sealer, SecretValues, secrets_key
+from reconciler.drivers.reports import ReportCache, read_reports, report_tips
+from reconciler.drivers.statestore import Location, StateSnapshot, StateStore, current_target, state_json
 
 if TYPE_CHECKING:
-    from reconciler.model import Model
+    from reconciler.core.compile.model import Model
 
 log = structlog.get_logger("plumb.reconcile")
 MAX_ATTEMPTS = 20

@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.demo import Answer, FleetError, LocalFleet, NodeProgress, http_get
+from demo.fleet import Answer, FleetError, LocalFleet, NodeProgress, http_get
 
 DEFAULT_TIMEOUT = 90.0
 
 
 class Fleet:
-    """A `reconciler.demo.LocalFleet` under test: bounded waits that fail with the fleet's table and logs.
+    """A `demo.fleet.LocalFleet` under test: bounded waits that fail with the fleet's table and logs.
 
     `stop()` ends every process the fleet started and is safe to call twice. Use it through the
     `make_fleet` fixture of `tests/e2e/conftest.py`, which stops every fleet even when a test fails:

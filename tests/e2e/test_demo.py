@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands.demo import API_HOST as HOST
-from reconciler.commands.demo import EXAMPLE
-from reconciler.demo import Answer, ShopSetup, nginx_available, prepare_shop, set_tiny_message, tiny_fleet
+from demo.command import API_HOST as HOST
+from demo.command import EXAMPLE
+from demo.fleet import Answer, ShopSetup, nginx_available, prepare_shop, set_tiny_message, tiny_fleet
 from tests.e2e.conftest import FleetFactory
 from tests.e2e.harness import kill_processes_under, processes_under
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.demo import free_port
+from demo.fleet import free_port
 from tests.e2e.conftest import FleetFactory
 from tests.e2e.harness import Fleet
 from tests.e2e.test_rollout import server_script

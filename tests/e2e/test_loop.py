@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.demo import free_port, nginx_available
+from demo.fleet import free_port, nginx_available
 from tests.e2e.harness import Fleet, kill_processes_under
 
 pytestmark = [

@@ -18,7 +18,7 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.demo import executable, free_port, pack_server
+from demo.fleet import executable, free_port, pack_server
 from tests.e2e.conftest import FleetFactory
 from tests.e2e.harness import Fleet
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agent.contract import verify_document
-from agent.crypto import SealingKey, SigningKey, VerifyKey, seal
+from contract.crypto import SealingKey, SigningKey, VerifyKey, seal
+from contract.documents import verify_document
 from tests.support import AgentWorld, resource
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def _wrong_node(world: AgentWorld) -> None:
 
 
 def _bad_digest(world: AgentWorld) -> None:
-    from agent.contract import sign_document
+    from contract.documents import sign_document
     from tests.support import make_plan
 
     plan = make_plan(world.node, files(text="evil"), serial=5, key=None)
@@ -99,7 +99,7 @@ def _bad_digest(world: AgentWorld) -> None:
 
 
 def _tampered_resource(world: AgentWorld) -> None:
-    from agent.contract import resources_digest, sign_document
+    from contract.documents import resources_digest, sign_document
     from tests.support import make_plan
 
     plan = make_plan(world.node, files(), serial=5, key=None)

@@ -57,7 +57,7 @@ def test_run_once_then_status(tmp_path: Path) -> None:
 
 def test_run_once_with_a_rejected_plan_exits_2(tmp_path: Path) -> None:
     """A plan signed by another key is reported and the command exits 2."""
-    from agent.crypto import SigningKey
+    from contract.crypto import SigningKey
 
     world = AgentWorld(tmp_path)
     world.publish(

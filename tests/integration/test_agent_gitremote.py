@@ -8,8 +8,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from agent.errors import TemporaryError
-from agent.gitremote import HostKeyError, PushRejected, Remote
+from contract.errors import TemporaryError
+from contract.transport.gitremote import HostKeyError, PushRejected, Remote
 from tests.support.gitrepo import bare_repo, commit_files, read_file
 from tests.support.sshd import SshServer, keygen, running_sshd
 
@@ -134,7 +134,7 @@ def test_private_key_alone_is_enough(sshd: SshServer, tmp_path: Path) -> None:
 
 def test_refused_client_key_is_a_clear_error(sshd: SshServer, tmp_path: Path) -> None:
     """A key the server does not accept fails once with a message naming it (no retry loop)."""
-    from agent.errors import PermanentError
+    from contract.errors import PermanentError
 
     stranger = keygen(tmp_path / "stranger")
     remote = Remote(sshd.url(tmp_path / "origin.git"), ssh_key=stranger, known_hosts=sshd.known_hosts)

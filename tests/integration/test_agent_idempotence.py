@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.apply import apply_plan
-from agent.paths import Confinement
-from agent.plan import Plan, PlanResource
-from agent.resources.base import Host, Outcome
-from agent.runtimes.process import ProcessRuntime
+from agent.apply.converge import apply_plan
+from agent.apply.resources.base import Host, Outcome
+from agent.apply.runtimes.process import ProcessRuntime
+from agent.host.paths import Confinement
+from contract.plan import Plan, PlanResource
 from tests.support import resource
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.nginxctl import Nginx
-from agent.paths import Confinement
-from agent.plan import PlanResource
-from agent.resources.base import Host
-from agent.resources.units import converge_unit
-from agent.runtimes.systemd import SystemdRuntime, verify_unit_file
+from agent.apply.resources.base import Host
+from agent.apply.resources.units import converge_unit
+from agent.apply.runtimes.systemd import SystemdRuntime, verify_unit_file
+from agent.host.nginxctl import Nginx
+from agent.host.paths import Confinement
+from contract.plan import PlanResource
 from tests.support import AgentWorld, resource
 from tests.support.sshd import free_port
 
@@ -171,7 +171,7 @@ def test_agent_killed_before_nginx_test_reverts_a_bad_site_on_restart(
     nginx: RunningNginx, tmp_path: Path
 ) -> None:
     """Sites written by an apply that died before `nginx -t` are tested at the next start, and reverted if bad."""
-    from agent.apply import write_phase
+    from agent.apply.converge import write_phase
 
     world = AgentWorld(tmp_path / "world", nginx=nginx.nginx)
     world.publish([resource("nginx", site(nginx.port, "v1"))])

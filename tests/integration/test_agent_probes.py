@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.probes import run_probe
+from agent.host.probes import run_probe
 
 pytestmark = pytest.mark.integration
 

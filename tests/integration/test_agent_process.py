@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.runtimes.process import process_alive
+from agent.apply.runtimes.process import process_alive
 from tests.support import AgentWorld, resource
 from tests.support.sshd import free_port
 

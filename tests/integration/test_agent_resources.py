@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agent.crypto import seal
+from contract.crypto import seal
 from tests.support import AgentWorld, resource
 
 pytestmark = pytest.mark.integration
@@ -199,7 +199,7 @@ def test_running_agent_picks_up_a_new_plan(world: AgentWorld) -> None:
 
 def test_two_agents_never_apply_at_once(world: AgentWorld) -> None:
     """While one agent runs, a second one on the same state directory refuses to start."""
-    from agent.errors import TemporaryError
+    from contract.errors import TemporaryError
 
     world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "a"})])
     errors: list[str] = []

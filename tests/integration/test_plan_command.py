@@ -9,10 +9,10 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from agent.crypto import SigningKey
-from reconciler.cli import cli
+from contract.crypto import SigningKey
+from reconciler.cli.main import cli
+from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import Reconciler
-from reconciler.statestore import LocalLocation
 from tests.integration.test_reconcile_pass import fleet_files, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 

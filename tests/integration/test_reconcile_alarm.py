@@ -11,7 +11,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from agent.crypto import SigningKey
+from contract.crypto import SigningKey
 from tests.integration.test_reconcile_pass import fleet_files, plans, push_report, state_files
 from tests.support.gitrepo import bare_repo, commit_files
 

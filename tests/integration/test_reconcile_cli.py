@@ -9,9 +9,9 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from agent.contract import verify_document
-from agent.crypto import SigningKey, VerifyKey
-from reconciler.cli import cli
+from contract.crypto import SigningKey, VerifyKey
+from contract.documents import verify_document
+from reconciler.cli.main import cli
 from tests.integration.test_reconcile_pass import INVALID_SERVICE, fleet_files, plans
 from tests.support.gitrepo import bare_repo, commit_files
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from agent.contract import resource_digest, resources_digest, verify_document
-from agent.crypto import SigningKey
+from contract.crypto import SigningKey
+from contract.documents import resource_digest, resources_digest, verify_document
 from tests.integration.test_reconcile_pass import STATE, fleet_files, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 

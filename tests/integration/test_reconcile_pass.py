@@ -11,13 +11,13 @@ from typing import Any
 import pygit2
 import pytest
 
-from agent.contract import sign_document, verify_document
-from agent.crypto import SealingKey, SigningKey, unseal
-from reconciler import schemas
-from reconciler.errors import RewindRefused
-from reconciler.keys import seal_secret, secrets_key
+from contract.crypto import SealingKey, SigningKey, unseal
+from contract.documents import sign_document, verify_document
+from contract.errors import RewindRefused
+from reconciler.core.compile import schemas
+from reconciler.drivers.keys import seal_secret, secrets_key
+from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import Reconciler
-from reconciler.statestore import LocalLocation
 from tests.support.gitrepo import bare_repo, commit_files, read_file
 
 pytestmark = pytest.mark.integration

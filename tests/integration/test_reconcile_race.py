@@ -13,9 +13,9 @@ from typing import Any
 import pygit2
 import pytest
 
-from agent.crypto import SigningKey
+from contract.crypto import SigningKey
+from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import Reconciler
-from reconciler.statestore import LocalLocation
 from tests.integration.test_reconcile_pass import STATE, fleet_files, plans, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 

@@ -11,12 +11,12 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from agent.crypto import SigningKey
-from reconciler.cli import cli
+from contract.crypto import SigningKey
+from reconciler.cli.main import cli
+from reconciler.core.decide.review import batch_cuts
+from reconciler.core.decide.rollout import order
+from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import PassResult, Reconciler
-from reconciler.review import batch_cuts
-from reconciler.rollout import order
-from reconciler.statestore import LocalLocation
 from tests.integration.test_reconcile_pass import node_doc, plans, state_files, state_tip
 from tests.support.gitrepo import bare_repo, commit_files
 

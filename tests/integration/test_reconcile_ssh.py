@@ -15,11 +15,11 @@ from typing import Any
 import pygit2
 import pytest
 
-from agent.contract import verify_document
-from agent.crypto import SigningKey
-from reconciler.errors import PermanentError
+from contract.crypto import SigningKey
+from contract.documents import verify_document
+from contract.errors import PermanentError
+from reconciler.drivers.statestore import LocalLocation, RemoteLocation
 from reconciler.reconcile import Reconciler
-from reconciler.statestore import LocalLocation, RemoteLocation
 from tests.integration.test_reconcile_pass import STATE, fleet_files, plans, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 from tests.support.sshd import SshServer, running_sshd

@@ -12,8 +12,14 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.errors import PushRejected
-from reconciler.statestore import PACK_THRESHOLD, StateStore, compare_and_swap, current_target, state_json
+from contract.errors import PushRejected
+from reconciler.drivers.statestore import (
+    PACK_THRESHOLD,
+    StateStore,
+    compare_and_swap,
+    current_target,
+    state_json,
+)
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration

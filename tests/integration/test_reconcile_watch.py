@@ -14,9 +14,9 @@ from typing import Any
 import pygit2
 import pytest
 
-from agent.crypto import SigningKey
-from reconciler import watch
-from reconciler.watch import is_ref_change, watching_refs
+from contract.crypto import SigningKey
+from reconciler.drivers import watch
+from reconciler.drivers.watch import is_ref_change, watching_refs
 from tests.integration.test_reconcile_pass import STATE, fleet_files, service_doc
 from tests.support.gitrepo import bare_repo, commit_files
 

@@ -11,9 +11,9 @@ from typing import Any
 import pygit2
 import pytest
 
-from reconciler.commands import rollback as rollback_module
-from reconciler.commands.rollback import roll_back, set_version
-from reconciler.errors import UsageError
+from contract.errors import UsageError
+from reconciler.cli.commands import rollback as rollback_module
+from reconciler.cli.commands.rollback import roll_back, set_version
 from tests.support.gitrepo import bare_repo, commit_files, read_file
 
 pytestmark = pytest.mark.integration

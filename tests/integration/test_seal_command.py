@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.crypto import SigningKey, unseal
-from agent.errors import ContractError
-from reconciler.keys import secret_context, secrets_key
+from contract.crypto import SigningKey, unseal
+from contract.errors import ContractError
+from reconciler.drivers.keys import secret_context, secrets_key
 
 pytestmark = pytest.mark.integration
 PLUMB = str(Path(sys.executable).parent / "plumb")

@@ -15,8 +15,8 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from agent.crypto import SigningKey
-from reconciler.cli import cli
+from contract.crypto import SigningKey
+from reconciler.cli.main import cli
 from tests.integration.test_reconcile_pass import (
     INVALID_SERVICE,
     fleet_files,

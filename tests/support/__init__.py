@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.contract import resource_digest, resources_digest, sign_document
-from agent.crypto import SigningKey
+from contract.crypto import SigningKey
+from contract.documents import resource_digest, resources_digest, sign_document
 
 ALLOWED = ["/etc/plumb", "/etc/nginx/conf.d", "/etc/systemd/system", "/opt", "/srv", "/var/lib/plumb"]
 
@@ -80,7 +80,7 @@ class AgentWorld:
 
     def __init__(self, base: Any, *, node: str = "web-1", runtime: str = "process", **options: Any) -> None:
         from agent.cli import enroll_keys
-        from agent.state import StateDir
+        from agent.loop.state import StateDir
         from tests.support.gitrepo import bare_repo
 
         self.base = base
@@ -100,7 +100,7 @@ class AgentWorld:
         self, resources: Iterable[Mapping[str, Any]], *, serial: int | None = None, **plan: Any
     ) -> dict[str, Any]:
         """Sign a plan for this node and commit it to the state branch."""
-        from agent.contract import to_file_json
+        from contract.documents import to_file_json
         from tests.support.gitrepo import commit_files
 
         self.serial = serial if serial is not None else self.serial + 1
@@ -110,13 +110,13 @@ class AgentWorld:
         return document
 
     def publish_raw(self, document: Mapping[str, Any]) -> None:
-        from agent.contract import to_file_json
+        from contract.documents import to_file_json
         from tests.support.gitrepo import commit_files
 
         commit_files(self.origin, "plumb/state", {f"plans/{self.node}.json": to_file_json(document)})
 
     def agent_options(self, **overrides: Any) -> Any:
-        from agent.runner import AgentOptions
+        from agent.loop.runner import AgentOptions
 
         values = {
             "node": self.node,
@@ -130,7 +130,7 @@ class AgentWorld:
         return AgentOptions(**(values | self.options | overrides))
 
     def agent(self, **overrides: Any) -> Any:
-        from agent.runner import Agent
+        from agent.loop.runner import Agent
 
         return Agent(self.agent_options(**overrides))
 
@@ -163,8 +163,8 @@ class AgentWorld:
 
         import jsonschema
 
-        from agent.contract import verify_document
-        from agent.crypto import VerifyKey
+        from contract.crypto import VerifyKey
+        from contract.documents import verify_document
         from tests.support.gitrepo import read_file
 
         report = dict(json.loads(read_file(self.origin, f"plumb/reports/{self.node}", "report.json")))
@@ -175,8 +175,8 @@ class AgentWorld:
 
     def stop_units(self) -> None:
         """Stop every supervisor this node's process runtime started, and wait for them (test cleanup)."""
-        from agent.paths import Confinement
-        from agent.runtimes.process import ProcessRuntime
+        from agent.apply.runtimes.process import ProcessRuntime
+        from agent.host.paths import Confinement
 
         supervise = self.state_dir / "supervise"
         if not supervise.is_dir():

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.fsops import MISSING, Observed
-from agent.probes import ProbeResult, ProbeTracker, resolve_port
-from agent.resources.files import Wanted, file_differences
-from agent.resources.services import hooks_for, transition
-from agent.resources.units import Decision, UnitAction, decide
-from agent.runtimes.base import UnitState, UnitStatus
+from agent.apply.resources.files import Wanted, file_differences
+from agent.apply.resources.services import hooks_for, transition
+from agent.apply.resources.units import Decision, UnitAction, decide
+from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.host.fsops import MISSING, Observed
+from agent.host.probes import ProbeResult, ProbeTracker, resolve_port
 
 WANT = Wanted(b"a", 0o640, 0, 0)
 FILES = [

@@ -8,9 +8,9 @@ import hmac
 
 import pytest
 
-from agent import knownhosts
-from agent.gitremote import Endpoint, parse_url
-from agent.knownhosts import HostKeyVerdict
+from contract.transport import knownhosts
+from contract.transport.gitremote import Endpoint, parse_url
+from contract.transport.knownhosts import HostKeyVerdict
 
 KEY_A = b"\x00\x00\x00\x0bssh-ed25519" + b"A" * 36
 KEY_B = b"\x00\x00\x00\x0bssh-ed25519" + b"B" * 36

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.nginxctl import NginxMessage, parse_test_output
-from agent.procnet import Listener, descendants, parse_ppid, parse_proc_net_tcp
+from agent.host.nginxctl import NginxMessage, parse_test_output
+from agent.host.procnet import Listener, descendants, parse_ppid, parse_proc_net_tcp
 
 NGINX_OUTPUTS = [
     # (stderr, exit status, ok, messages, blamed files)

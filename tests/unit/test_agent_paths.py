@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import PathError
-from agent.paths import Confinement
+from agent.host.paths import Confinement
+from contract.errors import PathError
 
 ALLOWED = ["/etc/plumb", "/etc/nginx/conf.d", "/opt/"]
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from agent.contract import resources_digest, sign_document
-from agent.crypto import SigningKey
-from agent.errors import ContractError
-from agent.plan import verify_plan
+from contract.crypto import SigningKey
+from contract.documents import resources_digest, sign_document
+from contract.errors import ContractError
+from contract.plan import verify_plan
 from tests.support import make_plan, resource
 
 KEY = SigningKey.generate()

@@ -1,4 +1,4 @@
-"""What in a report is worth a push (`agent.report.substance`, pure)."""
+"""What in a report is worth a push (`agent.loop.report.substance`, pure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agent.report import substance
+from agent.loop.report import substance
 
 BASE: dict[str, Any] = {
     "node": "web-1",

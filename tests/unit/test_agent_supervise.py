@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.runtimes.supervise import MAX_BACKOFF, backoff
+from agent.apply.runtimes.supervise import MAX_BACKOFF, backoff
 
 CASES = [
     # (current wait, RestartSec, seconds the process ran, expected (wait now, next wait))

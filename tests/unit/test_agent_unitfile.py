@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import PermanentError
-from agent.runtimes.base import UnitState, UnitStatus
-from agent.runtimes.systemd import status_from_show
-from agent.unitfile import ExecConfig, exec_config, parse_show, parse_timespan, should_restart
+from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.systemd import status_from_show
+from agent.host.unitfile import ExecConfig, exec_config, parse_show, parse_timespan, should_restart
+from contract.errors import PermanentError
 
 EXEC_CONFIGS = [
     # (unit file and drop-ins, expected)

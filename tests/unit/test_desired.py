@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.desired import CompileCache, Endpoint, SourceFile, compile_desired
+from reconciler.core.compile.desired import CompileCache, Endpoint, SourceFile, compile_desired
 from tests.unit.test_validate_cases import BASE, doc
 
 

@@ -7,10 +7,10 @@ from functools import cache
 
 import pytest
 
-from reconciler.desired import SourceFile, compile_desired
-from reconciler.discovery import ready_services, waiting_for
-from reconciler.model import Model
-from reconciler.status import ReceivedReport
+from reconciler.core.compile.desired import SourceFile, compile_desired
+from reconciler.core.compile.model import Model
+from reconciler.core.decide.discovery import ready_services, waiting_for
+from reconciler.core.decide.status import ReceivedReport
 from tests.unit.test_validate_cases import doc
 
 TEMPLATE = doc(

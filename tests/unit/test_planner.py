@@ -8,11 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.contract import canonical_json, resource_digest, resources_digest, signed_payload
-from agent.crypto import SealingKey, SigningKey, unseal
-from reconciler.desired import RenderedResource
-from reconciler.keys import Sealer
-from reconciler.planner import (
+from contract.crypto import SealingKey, SigningKey, unseal
+from contract.documents import canonical_json, resource_digest, resources_digest, signed_payload
+from reconciler.core.compile.desired import RenderedResource
+from reconciler.core.decide.planner import (
     NodePlan,
     PlanCache,
     PlanSettings,
@@ -23,6 +22,7 @@ from reconciler.planner import (
     plan_node,
     plan_payload,
 )
+from reconciler.drivers.keys import Sealer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = 86400
@@ -246,7 +246,7 @@ ENCODINGS = [
 
 @pytest.mark.parametrize(("name", "resource"), ENCODINGS, ids=[e[0] for e in ENCODINGS])
 def test_spliced_encoding_matches_the_contract(name: str, resource: RenderedResource) -> None:
-    """Entry JSON, resource digest, plan digest and signed payload equal agent.contract's own."""
+    """Entry JSON, resource digest, plan digest and signed payload equal contract.documents's own."""
     entry, text = encode_entry(resource)
     assert text == canonical_json(entry).decode()
     assert entry["digest"] == resource_digest(resource.kind, resource.spec)

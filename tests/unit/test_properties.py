@@ -8,8 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.desired import SourceFile, compile_desired
-from reconciler.placement import choose
+from reconciler.core.compile.desired import SourceFile, compile_desired
+from reconciler.core.compile.placement import choose
 
 TEMPLATE = """apiVersion: plumb/v1
 kind: Template

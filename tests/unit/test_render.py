@@ -8,8 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.render import ENV, NATIVE_ENV, Calls, Lookups, RenderError, functions, render_string
-from reconciler.values import Endpoint
+from reconciler.core.compile.render import (
+    ENV,
+    NATIVE_ENV,
+    Calls,
+    Lookups,
+    RenderError,
+    functions,
+    render_string,
+)
+from reconciler.core.compile.values import Endpoint
 
 CONTEXT: dict[str, Any] = {
     "params": {"port": 8080, "name": "api", "tags": ["a", "b"], "on": True},

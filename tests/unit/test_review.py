@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.contract import resource_digest
-from reconciler.review import NodeReview, Review, diff_entries, render_markdown, unified_diff
+from contract.documents import resource_digest
+from reconciler.core.decide.review import NodeReview, Review, diff_entries, render_markdown, unified_diff
 
 
 def entry(ident: str, spec: dict[str, Any], service: str = "api") -> dict[str, Any]:

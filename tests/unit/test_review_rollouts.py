@@ -7,9 +7,9 @@ from functools import cache
 
 import pytest
 
-from reconciler.desired import SourceFile, compile_desired
-from reconciler.model import Model
-from reconciler.review import (
+from reconciler.core.compile.desired import SourceFile, compile_desired
+from reconciler.core.compile.model import Model
+from reconciler.core.decide.review import (
     NodeReview,
     Review,
     batch_cuts,
@@ -18,7 +18,7 @@ from reconciler.review import (
     render_markdown,
     render_text,
 )
-from reconciler.rollout import order
+from reconciler.core.decide.rollout import order
 from tests.unit.test_validate_cases import doc
 
 NODES = ("n1", "n2", "n3", "n4")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired import SourceFile, compile_desired
-from reconciler.model import Model
-from reconciler.rollout import (
+from reconciler.core.compile.desired import SourceFile, compile_desired
+from reconciler.core.compile.model import Model
+from reconciler.core.decide.rollout import (
     Decision,
     NodeObservation,
     OnFailure,

@@ -404,7 +404,7 @@ class TestExamples:
 
 def _compile(root: Path) -> Any:
     """What `plumb validate` checks, run on a directory."""
-    from reconciler.desired import SourceFile, compile_desired
+    from reconciler.core.compile.desired import SourceFile, compile_desired
 
     files = [
         SourceFile(p.relative_to(root).as_posix(), p.read_bytes())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.semver import Range, RangeError, Version
+from reconciler.core.compile.versions import Range, RangeError, Version
 
 ROWS = [
     ("1.5.0", "1.5.0", True),

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired import RenderedResource
-from reconciler.planner import PlanSettings, format_time, plan_entry, plan_node
-from reconciler.status import (
+from reconciler.core.compile.desired import RenderedResource
+from reconciler.core.decide.planner import PlanSettings, format_time, plan_entry, plan_node
+from reconciler.core.decide.status import (
     NodeFacts,
     NodeState,
     ReceivedReport,

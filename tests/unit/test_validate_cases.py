@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reconciler.desired import SourceFile, compile_desired
-from reconciler.findings import Severity
+from reconciler.core.compile.desired import SourceFile, compile_desired
+from reconciler.core.findings import Severity
 
 
 def doc(kind: str, name: str, spec: str, labels: str = "") -> str:

@@ -1,0 +1,97 @@
+"""The `systemd` runtime: units driven through `systemctl`, checked with `systemd-analyze verify`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.host.unitfile import parse_show
+from contract.errors import TemporaryError
+
+_ACTIVE = {
+    "active": UnitState.RUNNING,
+    "reloading": UnitState.RUNNING,
+    "activating": UnitState.STARTING,
+    "deactivating": UnitState.RUNNING,
+    "failed": UnitState.FAILED,
+    "inactive": UnitState.STOPPED,
+}
+SHOW_PROPERTIES = "ActiveState,SubState,MainPID,NRestarts,UnitFileState"
+
+
+def status_from_show(fields: dict[str, str]) -> UnitStatus:
+    """Pure: a UnitStatus from parsed `systemctl show` properties."""
+    state = _ACTIVE.get(fields.get("ActiveState", ""), UnitState.UNKNOWN)
+    pid = int(fields.get("MainPID", "0") or 0) or None
+    restarts = int(fields.get("NRestarts", "0") or 0)
+    file_state = fields.get("UnitFileState", "")
+    enabled = None if not file_state else file_state in ("enabled", "enabled-runtime", "static", "alias")
+    return UnitStatus(state, pid, restarts, enabled)
+
+
+class SystemdRuntime:
+    """systemctl daemon-reload / enable / start / restart / stop / show."""
+
+    name = "systemd"
+
+    def __init__(
+        self, *, unit_dir: Path, systemctl: str = "systemctl", analyze: str = "systemd-analyze"
+    ) -> None:
+        self.unit_dir = unit_dir
+        self.systemctl = systemctl
+        self.analyze = analyze
+
+    def _run(self, *args: str, check: bool = True) -> str:
+        try:
+            result = subprocess.run(
+                [self.systemctl, *args], capture_output=True, text=True, timeout=120, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TemporaryError(f"systemctl {' '.join(args)}: {exc}") from exc
+        if check and result.returncode != 0:
+            raise TemporaryError(f"systemctl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def reload(self) -> None:
+        self._run("daemon-reload")
+
+    def status(self, unit: str) -> UnitStatus:
+        return status_from_show(parse_show(self._run("show", "-p", SHOW_PROPERTIES, unit)))
+
+    def start(self, unit: str) -> None:
+        self._run("start", unit)
+
+    def restart(self, unit: str) -> None:
+        self._run("restart", unit)
+
+    def stop(self, unit: str) -> None:
+        self._run("stop", unit)
+
+    def set_enabled(self, unit: str, enabled: bool) -> None:
+        self._run("enable" if enabled else "disable", unit)
+
+    def verify(self, unit: str) -> str | None:
+        return verify_unit_file(self.unit_dir / unit, analyze=self.analyze)
+
+
+def verify_unit_file(path: Path, *, analyze: str = "systemd-analyze") -> str | None:
+    """Problems `systemd-analyze verify` finds in a unit file, or None (also when it is not installed)."""
+    if shutil.which(analyze) is None:
+        return None
+    try:
+        result = subprocess.run(
+            [analyze, "verify", "--man=no", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    # verify exits 0 on unknown keys and bad values too, so any line naming the file is a problem
+    problems = [line for line in result.stderr.splitlines() if str(path) in line]
+    if result.returncode != 0 and not problems:
+        problems = [result.stderr.strip() or f"systemd-analyze exited {result.returncode}"]
+    return "; ".join(problems) or None

@@ -1,0 +1,124 @@
+"""Health probes (http / tcp / exec / process) and their thresholds, as in Kubernetes.
+
+`run_probe` performs one check; `ProbeTracker` turns a series of checks into a state that changes
+only after `failureThreshold` failures or `successThreshold` successes in a row.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from contract.errors import PermanentError
+
+DEFAULT_TIMEOUT = 2
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One check."""
+
+    ok: bool
+    message: str
+
+
+def resolve_port(value: int | str, ports: Mapping[str, int]) -> int:
+    """A probe's port: a number, or the name of one of the service's ports."""
+    if isinstance(value, int):
+        return value
+    if value.isdigit():
+        return int(value)
+    if value not in ports:
+        raise PermanentError(f"probe names port {value!r}, which the service does not declare")
+    return ports[value]
+
+
+def _http(spec: Mapping[str, Any], port: int, timeout: float) -> ProbeResult:
+    connection = http.client.HTTPConnection(spec.get("host", "127.0.0.1"), port, timeout=timeout)
+    try:
+        connection.request("GET", spec.get("path", "/"))
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return ProbeResult(False, f"GET :{port}{spec.get('path', '/')}: {exc}")
+    finally:
+        connection.close()
+    return ProbeResult(200 <= status < 400, f"GET :{port}{spec.get('path', '/')} -> {status}")
+
+
+def _tcp(spec: Mapping[str, Any], port: int, timeout: float) -> ProbeResult:
+    try:
+        with socket.create_connection((spec.get("host", "127.0.0.1"), port), timeout=timeout):
+            return ProbeResult(True, f"tcp :{port} accepts connections")
+    except OSError as exc:
+        return ProbeResult(False, f"tcp :{port}: {exc.strerror or exc}")
+
+
+def _exec(spec: Mapping[str, Any], timeout: float) -> ProbeResult:
+    try:
+        result = subprocess.run(list(spec["command"]), capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ProbeResult(False, f"exec: {exc}")
+    return ProbeResult(result.returncode == 0, f"exec exited {result.returncode}")
+
+
+def run_probe(probe: Mapping[str, Any], *, ports: Mapping[str, int], unit_active: bool) -> ProbeResult:
+    """Perform one check of `probe`."""
+    timeout = float(probe.get("timeout", DEFAULT_TIMEOUT))
+    if "http" in probe:
+        return _http(probe["http"], resolve_port(probe["http"]["port"], ports), timeout)
+    if "tcp" in probe:
+        return _tcp(probe["tcp"], resolve_port(probe["tcp"]["port"], ports), timeout)
+    if "exec" in probe:
+        return _exec(probe["exec"], timeout)
+    return ProbeResult(unit_active, "process running" if unit_active else "process not running")
+
+
+@dataclass
+class _Series:
+    ok: bool = False
+    streak: int = 0
+    since: datetime | None = None
+    message: str = ""
+
+
+@dataclass
+class ProbeTracker:
+    """Consecutive results per (service, probe kind); state flips only past the thresholds.
+
+    As in Kubernetes, readiness and startup probes start failing and pass after `successThreshold`
+    successes; liveness starts passing and fails after `failureThreshold` failures.
+    """
+
+    def forget(self, service: str) -> None:
+        """Start the service's series afresh (after a restart)."""
+        for key in [k for k in self.series if k[0] == service]:
+            del self.series[key]
+
+    series: dict[tuple[str, str], _Series] = field(default_factory=dict)
+
+    def record(
+        self,
+        key: tuple[str, str],
+        probe: Mapping[str, Any],
+        result: ProbeResult,
+        now: datetime,
+        *,
+        initial: bool = False,
+    ) -> bool:
+        """Record one check; return the probe's current state (`initial` before any threshold was crossed)."""
+        entry = self.series.setdefault(key, _Series(ok=initial))
+        entry.message = result.message
+        entry.streak = entry.streak + 1 if result.ok != entry.ok else 0
+        needed = int(probe.get("successThreshold", 1) if result.ok else probe.get("failureThreshold", 3))
+        if result.ok != entry.ok and entry.streak >= needed:
+            entry.ok, entry.streak, entry.since = result.ok, 0, now
+        return entry.ok
+
+    def state(self, key: tuple[str, str]) -> tuple[bool, str, datetime | None]:
+        entry = self.series.get(key, _Series())
+        return entry.ok, entry.message, entry.since

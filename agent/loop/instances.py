@@ -1,0 +1,130 @@
+"""Observe each service instance on the node: unit state, pid, listening ports and health probes.
+
+A liveness probe that has failed past its threshold restarts the unit (as Kubernetes does);
+readiness decides `ready`; while a startup probe has not yet passed, the others wait. A new main
+process (restarted by the agent, by an apply or by the supervisor) or a stopped one starts its
+probe series afresh: readiness is earned again, never inherited from the process before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.apply.resources.base import Host
+from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.host.probes import ProbeResult, ProbeTracker, run_probe
+from agent.host.procnet import listening_ports
+from contract.documents import JsonObject
+from contract.errors import PlumbError
+from contract.plan import Plan, PlanResource, format_time
+
+PROBE_ORDER = ("startup", "liveness", "readiness")
+
+
+@dataclass
+class InstanceObserver:
+    """Keeps probe series across cycles and builds the report's `instances`."""
+
+    tracker: ProbeTracker = field(default_factory=ProbeTracker)
+    restarted: list[str] = field(default_factory=list)
+    pids: dict[str, int | None] = field(default_factory=dict)  # main pid per service, last cycle
+
+    def observe(self, plan: Plan, host: Host, now: datetime) -> list[JsonObject]:
+        return [self._instance(r, host, now) for r in plan.resources if r.kind == "service"]
+
+    def _instance(self, resource: PlanResource, host: Host, now: datetime) -> JsonObject:
+        spec = resource.spec
+        unit = spec.get("unit")
+        status = _status(host, unit)
+        self._forget_replaced(spec["name"], status)
+        ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
+        probes = self._probes(spec, ports, status, now)
+        listening = listening_ports(status.pid, set(ports.values())) if status.pid and ports else set()
+        if probes.get("liveness", {}).get("ok") is False and unit and status.active:
+            self._restart(host, unit)
+            self.tracker.forget(spec["name"])
+            status = _status(host, unit)
+            self.pids[spec["name"]] = status.pid
+        ready, since = self._readiness(spec, status, probes)
+        instance: JsonObject = {
+            "service": spec["name"],
+            "state": _state(spec, status),
+            "pid": status.pid,
+            "version": spec.get("version"),
+            "ports": [_port(p, listening) for p in spec.get("ports", [])],
+            "ready": ready,
+            "readySince": since,
+            "probes": probes,
+            "restarts": status.restarts,
+        }
+        return instance | ({"unit": unit} if unit else {})
+
+    def _forget_replaced(self, service: str, status: UnitStatus) -> None:
+        """Start the probe series afresh when the main process is not the one seen last time."""
+        if service in self.pids and self.pids[service] != status.pid:
+            self.tracker.forget(service)
+        self.pids[service] = status.pid
+
+    def _probes(
+        self, spec: Mapping[str, Any], ports: Mapping[str, int], status: UnitStatus, now: datetime
+    ) -> JsonObject:
+        results: JsonObject = {}
+        started = True
+        for kind in PROBE_ORDER:
+            probe = spec.get("health", {}).get(kind)
+            if probe is None:
+                continue
+            key = (spec["name"], kind)
+            if not started:
+                results[kind] = {"ok": False, "message": "waiting for the startup probe", "since": None}
+                continue
+            try:
+                result = run_probe(probe, ports=ports, unit_active=status.active)
+            except PlumbError as exc:
+                result = ProbeResult(False, str(exc))
+            self.tracker.record(key, probe, result, now, initial=kind == "liveness")
+            ok, message, since = self.tracker.state(key)
+            results[kind] = {"ok": ok, "message": message, "since": format_time(since) if since else None}
+            started = started and (kind != "startup" or ok)
+        return results
+
+    def _readiness(
+        self, spec: Mapping[str, Any], status: UnitStatus, probes: JsonObject
+    ) -> tuple[bool, str | None]:
+        if "readiness" in probes:
+            return bool(probes["readiness"]["ok"]) and status.active, probes["readiness"]["since"]
+        return status.active, None
+
+    def _restart(self, host: Host, unit: str) -> None:
+        try:
+            host.runtime.restart(unit)
+        except (PlumbError, OSError):
+            return
+        self.restarted.append(unit)
+
+
+def _status(host: Host, unit: str | None) -> UnitStatus:
+    if not unit:
+        return UnitStatus(UnitState.UNKNOWN)
+    try:
+        return host.runtime.status(unit)
+    except (PlumbError, OSError):
+        return UnitStatus(UnitState.UNKNOWN)
+
+
+def _state(spec: Mapping[str, Any], status: UnitStatus) -> str:
+    if spec.get("waitingFor") and not status.active:
+        return "waiting"
+    return status.state.value
+
+
+def _port(port: Mapping[str, Any], listening: set[int]) -> JsonObject:
+    entry: JsonObject = {
+        "name": port["name"],
+        "port": int(port["port"]),
+        "listening": int(port["port"]) in listening,
+    }
+    return entry | ({"protocol": port["protocol"]} if "protocol" in port else {})

@@ -1,0 +1,76 @@
+"""Git I/O of the agent: fetch only the state branch and read the node's plan; push a report commit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from contract.documents import to_file_json
+from contract.transport.gitremote import Remote
+
+TRACKING = "refs/plumb/state"
+_SIGNATURE_NAME = "plumb-agent"
+
+
+def open_repo(path: Path) -> pygit2.Repository:
+    """The agent's private bare repository (created on first use)."""
+    if (path / "HEAD").exists():
+        return pygit2.Repository(str(path))
+    return pygit2.init_repository(str(path), bare=True)
+
+
+class StateSync:
+    """Reads plans from the state branch and writes reports to the node's report branch."""
+
+    def __init__(
+        self, remote: Remote, repo: pygit2.Repository, *, node: str, state_branch: str, reports_prefix: str
+    ):
+        self.remote = remote
+        self.repo = repo
+        self.node = node
+        self.state_branch = state_branch
+        self.report_ref = f"refs/heads/{reports_prefix}{node}"
+
+    def fetch_plan(self) -> tuple[bytes | None, str | None]:
+        """Fetch the state branch; (plans/<node>.json or None, state commit id or None)."""
+        self.remote.fetch(self.repo, [f"+refs/heads/{self.state_branch}:{TRACKING}"])
+        ref = self.repo.references.get(TRACKING)
+        if ref is None:
+            return None, None
+        commit = ref.peel(pygit2.Commit)
+        try:
+            entry = commit.tree[f"plans/{self.node}.json"]
+        except KeyError:
+            return None, str(commit.id)
+        return bytes(self.repo[entry.id].read_raw()), str(commit.id)
+
+    def state_marker(self) -> tuple[tuple[int, int, int] | None, ...] | None:
+        """Cheap sign of the state branch moving on a remote on this machine (no fetch); None elsewhere."""
+        local = self.remote.local_path()
+        if local is None:
+            return None
+        return tuple(_stat(local / name) for name in (f"refs/heads/{self.state_branch}", "packed-refs"))
+
+    def push_report(self, report: Mapping[str, Any]) -> str:
+        """Push `report` as the single commit of the node's report branch (history is not kept)."""
+        blob = self.repo.create_blob(to_file_json(report))
+        builder = self.repo.TreeBuilder()
+        builder.insert("report.json", blob, pygit2.enums.FileMode.BLOB)
+        signature = pygit2.Signature(_SIGNATURE_NAME, f"{self.node}@plumb.invalid", int(time.time()), 0)
+        message = f"report from {self.node}"
+        commit = self.repo.create_commit(None, signature, signature, message, builder.write(), [])
+        self.repo.references.create(self.report_ref, commit, force=True)
+        self.remote.push(self.repo, [f"+{self.report_ref}:{self.report_ref}"])
+        return str(commit)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size

@@ -1,0 +1,5 @@
+"""The `plumb` command line: `main` is a thin click group, `commands/` one module per command.
+
+Each command parses its options, calls the core or the pass, and prints for people (tables, colour
+on a TTY) or machines (`--format json`).
+"""

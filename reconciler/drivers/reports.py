@@ -1,0 +1,92 @@
+"""Node reports from `plumb/reports/<node>` branches: read `report.json` at each tip and check its signature.
+
+A node whose Node document lists a signing key must sign its reports with it; a report that does
+not verify is ignored (the node's status says why). A node without a key is trusted but its
+reports are marked unverified. Reports are cached by branch tip, so an unchanged branch costs a
+ref lookup only. A report that breaks `schemas/report.schema.json` is ignored like a forged one, so
+one broken agent cannot stop the reconciler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pygit2
+from jsonschema.exceptions import best_match
+
+from contract.crypto import VerifyKey
+from contract.documents import MAX_REPORT_BYTES, REPORT_KIND, parse_json_document, verify_document
+from contract.errors import ContractError
+from reconciler.core.compile import schemas
+from reconciler.core.decide.status import ReceivedReport
+
+REPORT_FILE = "report.json"
+
+
+def report_tips(repo: pygit2.Repository, prefix: str) -> dict[str, str]:
+    """node -> commit id of every report branch under `refs/heads/<prefix>`."""
+    base = "refs/heads/" + prefix
+    tips: dict[str, str] = {}
+    for name in repo.listall_references():
+        if name.startswith(base) and "/" not in name[len(base) :]:
+            ref = repo.references.get(name)
+            if ref is not None:
+                tips[name[len(base) :]] = str(ref.resolve().target)
+    return tips
+
+
+@dataclass
+class ReportCache:
+    """The last report read per node, with the tip and signing key it was read for."""
+
+    seen: dict[str, tuple[str, str | None, ReceivedReport]] = field(default_factory=dict)
+
+
+def read_reports(
+    repo: pygit2.Repository,
+    *,
+    tips: Mapping[str, str],
+    keys: Mapping[str, str | None],
+    cache: ReportCache,
+) -> dict[str, ReceivedReport]:
+    """The latest report of every node that has a branch and is in the desired state."""
+    reports: dict[str, ReceivedReport] = {}
+    for node, tip in tips.items():
+        if node not in keys:
+            continue
+        hit = cache.seen.get(node)
+        if hit is None or hit[:2] != (tip, keys[node]):
+            hit = (tip, keys[node], read_report(repo, node=node, tip=tip, signing_key=keys[node]))
+            cache.seen[node] = hit
+        reports[node] = hit[2]
+    return reports
+
+
+def read_report(repo: pygit2.Repository, *, node: str, tip: str, signing_key: str | None) -> ReceivedReport:
+    """One report, checked: shape, node name, and signature when the node has a key."""
+    try:
+        document = _load(repo, tip, node)
+        if signing_key is not None:
+            verify_document(document, VerifyKey.from_b64(signing_key), what=f"report of {node}")
+    except ContractError as exc:
+        return ReceivedReport(node=node, document=None, problem=str(exc))
+    return ReceivedReport(node=node, document=document, verified=signing_key is not None)
+
+
+def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
+    try:
+        tree = repo[tip].peel(pygit2.Commit).tree
+        data = tree[REPORT_FILE].peel(pygit2.Blob).data
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise ContractError(f"report branch of {node} has no {REPORT_FILE}") from exc
+    document = parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES)
+    if document.get("kind") != REPORT_KIND or document.get("node") != node:
+        raise ContractError(f"report of {node} is not a NodeReport for {node}")
+    if not schemas.is_valid("report", document):
+        error = best_match(schemas.validator("report").iter_errors(document))
+        where = "/".join(str(p) for p in error.absolute_path) if error else ""
+        raise ContractError(
+            f"report of {node} breaks the report schema at {where or '/'}: {error and error.message}"
+        )
+    return document
