@@ -33,7 +33,9 @@ $(STAMP): $(DIST)/.built
 dist: $(DIST)/.built
 
 demo: $(STAMP)
-	$(BIN)/plumb demo $(DEMO_ARGS)
+	@$(BIN)/plumb demo $(DEMO_ARGS); status=$$?; \
+	  echo "plumb and plumb-agent are installed in $(VENV)/bin: run '. $(VENV)/bin/activate' to use them."; \
+	  exit $$status
 
 lint: $(LOCKED)
 	$(BIN)/ruff check $(CODE) tests bench
