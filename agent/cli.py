@@ -22,6 +22,7 @@ from agent.host.unitfile import parse_timespan
 from agent.loop.runner import Agent, AgentOptions
 from agent.loop.state import StateDir
 from contract.crypto import SealingKey, SigningKey, VerifyKey
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError
 
 DEFAULT_STATE_DIR = "/var/lib/plumb-agent"
@@ -107,8 +108,8 @@ def _seconds(value: str) -> float:
 @click.option("--runtime", type=click.Choice(["systemd", "process"]), default="systemd", show_default=True)
 @click.option("--once", is_flag=True, help="Run one cycle and exit.")
 @click.option("--interval", default="15s", show_default=True, help="Time between cycles.")
-@click.option("--state-branch", default="plumb/state", show_default=True)
-@click.option("--reports-prefix", default="plumb/reports/", show_default=True)
+@click.option("--state-branch", default=STATE_BRANCH, show_default=True)
+@click.option("--reports-prefix", default=REPORTS_PREFIX, show_default=True)
 @click.option(
     "--ssh-key", type=click.Path(dir_okay=False), default=None, help="Private key for ssh:// remotes."
 )

@@ -28,6 +28,7 @@ import pygit2
 from agent.apply.runtimes.process import process_alive
 from agent.cli import enroll_keys
 from agent.loop.state import StateDir
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError, UsageError
 from reconciler.core.compile.desired import compile_desired
 from reconciler.drivers.desired_source import read_worktree_files
@@ -300,8 +301,8 @@ class LocalFleet:
     agent_interval: str = "1s"
     reconcile_interval: str = "5s"
     branch: str = "main"
-    state_branch: str = "plumb/state"
-    reports_prefix: str = "plumb/reports/"
+    state_branch: str = STATE_BRANCH
+    reports_prefix: str = REPORTS_PREFIX
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     public_key: str = ""
 

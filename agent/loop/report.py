@@ -8,7 +8,8 @@ from typing import Any
 
 from agent import __version__
 from agent.apply.converge import ApplyResult
-from contract.documents import API_VERSION, REPORT_KIND, JsonObject
+from contract.defaults import API_VERSION, REPORT_KIND
+from contract.documents import JsonObject
 from contract.plan import format_time
 
 

@@ -39,7 +39,8 @@ from agent.loop.report import build_report, substance
 from agent.loop.state import StateDir
 from agent.loop.sync import StateSync, open_repo
 from contract.crypto import SealingKey, SigningKey, VerifyKey
-from contract.documents import MAX_PLAN_BYTES, JsonObject, parse_json_document, sign_document
+from contract.defaults import MAX_PLAN_BYTES, REPORTS_PREFIX, STATE_BRANCH
+from contract.documents import JsonObject, parse_json_document, sign_document
 from contract.errors import ContractError, PathError, PermanentError, PlumbError, TemporaryError
 from contract.plan import Plan, format_time, verify_plan
 from contract.transport.gitremote import Remote
@@ -59,8 +60,8 @@ class AgentOptions:
     root: Path = Path("/")
     state_dir: Path = Path("/var/lib/plumb-agent")
     runtime: str = "systemd"
-    state_branch: str = "plumb/state"
-    reports_prefix: str = "plumb/reports/"
+    state_branch: str = STATE_BRANCH
+    reports_prefix: str = REPORTS_PREFIX
     ssh_key: Path | None = None
     known_hosts: Path | None = None
     interval: float = 15.0

@@ -16,7 +16,8 @@ import pygit2
 from jsonschema.exceptions import best_match
 
 from contract.crypto import VerifyKey
-from contract.documents import MAX_REPORT_BYTES, REPORT_KIND, parse_json_document, verify_document
+from contract.defaults import MAX_REPORT_BYTES, REPORT_KIND
+from contract.documents import parse_json_document, verify_document
 from contract.errors import ContractError
 from reconciler.core.compile import schemas
 from reconciler.core.decide.status import ReceivedReport

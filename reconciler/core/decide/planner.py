@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from contract.documents import API_VERSION, PLAN_KIND, resources_digest
+from contract.defaults import API_VERSION, PLAN_KIND
+from contract.documents import resources_digest
 from contract.errors import ContractError, PlumbError
 from reconciler.core.compile.desired import RenderedResource
 
