@@ -20,6 +20,7 @@ import jsonschema
 from contract.crypto import VerifyKey
 from contract.documents import JsonObject, resource_digest, resources_digest, verify_document
 from contract.errors import ContractError
+from contract.vocabulary import ResourceKind
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class PlanResource:
     """One entry of a plan: what one resource on the host should look like."""
 
     id: str
-    kind: str
+    kind: ResourceKind
     service: str
     spec: Mapping[str, Any]
     digest: str
@@ -81,7 +82,12 @@ def _resource(entry: Mapping[str, Any]) -> PlanResource:
     if entry["digest"] != expected:
         raise ContractError(f"resource {entry['id']}: digest {entry['digest']} does not match its spec")
     return PlanResource(
-        entry["id"], entry["kind"], entry["service"], entry["spec"], entry["digest"], tuple(entry["after"])
+        entry["id"],
+        ResourceKind(entry["kind"]),
+        entry["service"],
+        entry["spec"],
+        entry["digest"],
+        tuple(entry["after"]),
     )
 
 

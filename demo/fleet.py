@@ -30,6 +30,7 @@ from agent.cli import enroll_keys
 from agent.loop.state import StateDir
 from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError, UsageError
+from contract.vocabulary import Outcome, ResourceKind
 from reconciler.core.compile.desired import compile_desired
 from reconciler.drivers.desired_source import read_worktree_files
 from reconciler.drivers.keys import init_key
@@ -253,7 +254,7 @@ def node_progress(reader: BranchReader, node: str, *, state_ref: str, report_ref
     failed = tuple(
         f"{r['id']}: {r.get('error') or r.get('reason', '')}"
         for r in resources
-        if r.get("outcome") == "failed"
+        if r.get("outcome") == Outcome.FAILED
     )
     return NodeProgress(
         node=node,
@@ -353,7 +354,9 @@ class LocalFleet:
         repository = desired.model.repository
         self.state_branch, self.reports_prefix = repository.state_branch, repository.reports_prefix
         return {
-            name: NodeInfo(name, node.address, any(r.kind == "nginx" for r in desired.nodes.get(name, ())))
+            name: NodeInfo(
+                name, node.address, any(r.kind == ResourceKind.NGINX for r in desired.nodes.get(name, ()))
+            )
             for name, node in sorted(desired.model.nodes.items())
         }
 

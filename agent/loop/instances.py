@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from agent.apply.resources.base import Host
-from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.base import UnitStatus
 from agent.host.probes import ProbeResult, ProbeTracker, run_probe
 from agent.host.procnet import listening_ports
 from contract.documents import JsonObject
 from contract.errors import PlumbError
 from contract.plan import Plan, PlanResource, format_time
+from contract.vocabulary import InstanceState, ResourceKind
 
 PROBE_ORDER = ("startup", "liveness", "readiness")
 
@@ -33,7 +34,7 @@ class InstanceObserver:
     pids: dict[str, int | None] = field(default_factory=dict)  # main pid per service, last cycle
 
     def observe(self, plan: Plan, host: Host, now: datetime) -> list[JsonObject]:
-        return [self._instance(r, host, now) for r in plan.resources if r.kind == "service"]
+        return [self._instance(r, host, now) for r in plan.resources if r.kind == ResourceKind.SERVICE]
 
     def _instance(self, resource: PlanResource, host: Host, now: datetime) -> JsonObject:
         spec = resource.spec
@@ -108,16 +109,16 @@ class InstanceObserver:
 
 def _status(host: Host, unit: str | None) -> UnitStatus:
     if not unit:
-        return UnitStatus(UnitState.UNKNOWN)
+        return UnitStatus(InstanceState.UNKNOWN)
     try:
         return host.runtime.status(unit)
     except (PlumbError, OSError):
-        return UnitStatus(UnitState.UNKNOWN)
+        return UnitStatus(InstanceState.UNKNOWN)
 
 
 def _state(spec: Mapping[str, Any], status: UnitStatus) -> str:
     if spec.get("waitingFor") and not status.active:
-        return "waiting"
+        return InstanceState.WAITING
     return status.state.value
 
 

@@ -11,6 +11,7 @@ from agent.apply.converge import ApplyResult
 from contract.defaults import API_VERSION, REPORT_KIND
 from contract.documents import JsonObject
 from contract.plan import format_time
+from contract.vocabulary import Outcome
 
 
 def resource_entries(result: ApplyResult) -> list[JsonObject]:
@@ -24,7 +25,7 @@ def resource_entries(result: ApplyResult) -> list[JsonObject]:
 def drift_entries(result: ApplyResult) -> list[JsonObject]:
     """Drift found (and corrected, unless the resource failed)."""
     return [
-        {"id": r.id, "what": ", ".join(r.drift), "corrected": r.change.outcome.value != "failed"}
+        {"id": r.id, "what": ", ".join(r.drift), "corrected": r.change.outcome is not Outcome.FAILED}
         for r in result.resources
         if r.drift
     ]
@@ -84,7 +85,8 @@ def substance(report: Mapping[str, Any]) -> JsonObject:
 
 
 def _resource_substance(entry: Mapping[str, Any]) -> JsonObject:
-    outcome = "converged" if entry.get("outcome") in ("changed", "unchanged") else entry.get("outcome")
+    converged = entry.get("outcome") in (Outcome.CHANGED, Outcome.UNCHANGED)
+    outcome = "converged" if converged else entry.get("outcome")
     return {"id": entry.get("id"), "outcome": outcome, "error": entry.get("error")}
 
 

@@ -44,6 +44,7 @@ from contract.documents import JsonObject, parse_json_document, sign_document
 from contract.errors import ContractError, PathError, PermanentError, PlumbError, TemporaryError
 from contract.plan import Plan, format_time, verify_plan
 from contract.transport.gitremote import Remote
+from contract.vocabulary import Outcome
 
 DEFAULT_HEARTBEAT = 30
 LOCAL_POLL = 0.02  # how often the state branch of a remote on this machine is looked at (a stat)
@@ -361,8 +362,8 @@ class Agent:
 
 def _log_result(node: str, plan: Plan, result: ApplyResult) -> None:
     """One line per apply that did something, one per failed resource (errors never hold secrets)."""
-    changed = [r.id for r in result.resources if r.change.outcome.value == "changed"]
-    failed = [r for r in result.resources if r.change.outcome.value == "failed"]
+    changed = [r.id for r in result.resources if r.change.outcome is Outcome.CHANGED]
+    failed = [r for r in result.resources if r.change.outcome is Outcome.FAILED]
     for entry in failed:
         log.error(
             "resource failed", node=node, serial=plan.serial, resource=entry.id, error=entry.change.error

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
+from contract.vocabulary import DesiredState
 from reconciler.core.compile.load import Document
 
 DEFAULT_ALLOWED_PATHS = (
@@ -257,7 +258,7 @@ def service_from(doc: Document) -> Service:
         spec.get("params") or {},
         _placement(spec.get("placement")),
         tuple(spec.get("dependsOn") or ()),
-        spec.get("state", "running"),
+        spec.get("state", DesiredState.RUNNING),
         bool(spec.get("paused", False)),
         traits,
         doc,

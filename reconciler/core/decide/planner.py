@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from contract.defaults import API_VERSION, PLAN_KIND
 from contract.documents import resources_digest
 from contract.errors import ContractError, PlumbError
+from contract.vocabulary import ResourceKind
 from reconciler.core.compile.desired import RenderedResource
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -186,7 +187,7 @@ class PlanCache:
         secrets: SecretValues | None = None,
     ) -> JsonObject | None:
         """The entry of a secret-bearing resource for one node, or None when it cannot be sealed."""
-        if sealer is None or resource.kind != "file" or "content" not in resource.spec:
+        if sealer is None or resource.kind != ResourceKind.FILE or "content" not in resource.spec:
             return None
         hit = self.sealed.get((id(resource), node))
         if hit is not None and hit[0] is resource and hit[1] == (sealer, secrets):

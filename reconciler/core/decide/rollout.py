@@ -48,24 +48,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from contract.vocabulary import Outcome, Phase
 from reconciler.core.compile.model import Model, seconds
 from reconciler.core.compile.versions import RangeError, Version
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_TIMEOUT = 600
 JsonObject = dict[str, Any]
-
-
-class Phase(enum.StrEnum):
-    PENDING = "pending"  # a rollout with no node to start on yet (all offline or cordoned)
-    PROGRESSING = "progressing"  # a batch is running
-    PAUSED = "paused"  # held by spec.paused
-    WAITING_WINDOW = "waiting-window"  # the next batch waits for the release window
-    WAITING_DEPENDENCY = "waiting-dependency"  # the next batch waits for a dependency to be healthy
-    SUCCEEDED = "succeeded"  # every batch passed (or nothing to roll out)
-    FAILED = "failed"  # a batch failed with onFailure: pause; nodes hold where they are
-    ROLLING_BACK = "rolling-back"  # a batch failed with onFailure: rollback; all nodes pinned back
-    ROLLED_BACK = "rolled-back"  # every moved node reports from_version again
 
 
 ACTIVE = frozenset(
@@ -628,7 +617,7 @@ def _apply_error(
     failed = [
         f"{r.get('id')}: {r.get('error') or r.get('reason') or 'failed'}"
         for r in report.get("resources") or ()
-        if r.get("outcome") == "failed" and r.get("id") in resource_ids
+        if r.get("outcome") == Outcome.FAILED and r.get("id") in resource_ids
     ]
     return "; ".join(failed) or None
 

@@ -15,6 +15,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contract.errors import ContractError
+from contract.vocabulary import (
+    AppState,
+    DesiredState,
+    InstanceState,
+    Outcome,
+    Phase,
+    ResourceKind,
+    ServiceState,
+)
+from contract.vocabulary import NodeState as NodeState  # re-exported: reconciler.reconcile imports it here
 from reconciler.core.compile.desired import Endpoint
 from reconciler.core.decide.planner import JsonObject, NodePlan, format_time, parse_time
 from reconciler.core.decide.review import Action, ActionKind, Entry, diff_entries
@@ -23,12 +33,6 @@ from reconciler.core.findings import Finding
 NODES_PREFIX = "status/nodes/"
 SERVICES_PREFIX = "status/services/"
 APPS_PREFIX = "status/apps/"
-
-
-class NodeState(enum.StrEnum):
-    ONLINE = "online"
-    OFFLINE = "offline"
-    CORDONED = "cordoned"
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def expand(baseline: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
     for ident, item in baseline.items():
         kind, _, identity = ident.partition(":")
         spec: dict[str, Any] = {"name": identity.split("/")[0]}
-        if kind == "unit" and "/" in identity:
+        if kind == ResourceKind.UNIT and "/" in identity:
             spec["dropIn"] = identity.split("/", 1)[1]
         if "state" in item:
             spec["state"] = item["state"]
@@ -239,7 +243,7 @@ def _baseline(
 def _failed(report: ReceivedReport | None) -> list[Action]:
     if report is None or report.document is None:
         return []
-    failed = [r for r in report.document.get("resources") or [] if r.get("outcome") == "failed"]
+    failed = [r for r in report.document.get("resources") or [] if r.get("outcome") == Outcome.FAILED]
     return [
         Action(ActionKind.UPDATE, str(r.get("id")), f"failed: {r.get('error') or r.get('reason')}")
         for r in failed
@@ -253,13 +257,13 @@ def _instance_actions(plan: NodePlan, report: ReceivedReport | None) -> list[Act
     reported = {str(i.get("service")): str(i.get("state")) for i in report.instances}
     actions = []
     for entry in plan.resources:
-        if entry["kind"] != "service" or entry["spec"]["name"] not in reported:
+        if entry["kind"] != ResourceKind.SERVICE or entry["spec"]["name"] not in reported:
             continue
-        name, want = entry["spec"]["name"], entry["spec"].get("state", "running")
+        name, want = entry["spec"]["name"], entry["spec"].get("state", DesiredState.RUNNING)
         have = reported[name]
-        if want == "running" and have in ("stopped", "failed"):
+        if want == DesiredState.RUNNING and have in (InstanceState.STOPPED, InstanceState.FAILED):
             actions.append(Action(ActionKind.START, name, f"instance is {have}, desired running"))
-        if want == "stopped" and have in ("running", "starting"):
+        if want == DesiredState.STOPPED and have in (InstanceState.RUNNING, InstanceState.STARTING):
             actions.append(Action(ActionKind.STOP, name, f"instance is {have}, desired stopped"))
     return actions
 
@@ -280,23 +284,6 @@ def _drift(report: ReceivedReport | None) -> list[JsonObject]:
     return [dict(d) for d in report.document.get("drift") or []]
 
 
-class ServiceState(enum.StrEnum):
-    PENDING = "pending"  # placed nowhere yet, or no node has reported an instance
-    DEPLOYING = "deploying"  # instances starting, on an older version, or a rollout under way
-    RUNNING = "running"  # every placed instance ready on the desired version
-    DEGRADED = "degraded"  # some instances ready, some unhealthy, failed or on offline nodes
-    FAILED = "failed"  # no instance ready and none on its way, or the rollout failed
-    STOPPED = "stopped"  # desired stopped, and stopped everywhere
-
-
-class AppState(enum.StrEnum):
-    PENDING = "pending"
-    DEPLOYING = "deploying"
-    RUNNING = "running"
-    PARTIALLY_DEGRADED = "partially-degraded"
-    FAILED = "failed"
-
-
 class Seen(enum.StrEnum):
     """One placed instance of a service, as its node's latest report shows it."""
 
@@ -309,8 +296,10 @@ class Seen(enum.StrEnum):
     OFFLINE = "offline"
 
 
-# Rollout phases (reconciler.core.decide.rollout.Phase) during which the service is still being deployed.
-DEPLOYING_PHASES = frozenset({"pending", "progressing", "paused", "waiting-window", "rolling-back"})
+# Rollout phases during which the service is still being deployed.
+DEPLOYING_PHASES = frozenset(
+    {Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.WAITING_WINDOW, Phase.ROLLING_BACK}
+)
 
 
 def service_status(
@@ -369,7 +358,7 @@ def _expected(service: ServiceFacts, rollout: Mapping[str, Any] | None, node: st
     held = (rollout or {}).get("held") or {}
     if node in held:
         return replace(service, version=str(held[node]))
-    if rollout and rollout.get("phase") == "rolled-back" and rollout.get("from"):
+    if rollout and rollout.get("phase") == Phase.ROLLED_BACK and rollout.get("from"):
         return replace(service, version=str(rollout["from"]))
     return service
 
@@ -397,23 +386,23 @@ def _inferred_liveness(
 def classify(instance: Mapping[str, Any], *, desired: ServiceFacts, node: NodeState | None) -> Seen:
     """What one placed instance counts as for its service's state."""
     state = instance.get("state")
-    if state == "unknown" and not instance.get("ready"):
+    if state == InstanceState.UNKNOWN and not instance.get("ready"):
         return Seen.MISSING  # on a node that never reported it, online or not
     if node is NodeState.OFFLINE:
         return Seen.OFFLINE
-    if desired.state == "stopped":
-        return Seen.STOPPED if state in ("stopped", "failed") else Seen.STARTING
-    if state == "failed":
+    if desired.state == DesiredState.STOPPED:
+        return Seen.STOPPED if state in (InstanceState.STOPPED, InstanceState.FAILED) else Seen.STARTING
+    if state == InstanceState.FAILED:
         return Seen.FAILED
     if desired.version is not None and instance.get("version") not in (None, desired.version):
         return Seen.STARTING
     if instance.get("ready"):
         return Seen.READY
-    if state == "waiting" or not instance.get("wasReady"):
+    if state == InstanceState.WAITING or not instance.get("wasReady"):
         return Seen.STARTING  # never ready since it (re)started: on its way up
-    if state == "starting":
+    if state == InstanceState.STARTING:
         return Seen.UNHEALTHY  # was ready, now being restarted: it crashed
-    return Seen.STOPPED if state == "stopped" else Seen.UNHEALTHY
+    return Seen.STOPPED if state == InstanceState.STOPPED else Seen.UNHEALTHY
 
 
 def service_state(
@@ -422,14 +411,14 @@ def service_state(
     """A service's state from its placed instances, and a reason that holds no time."""
     if not seen:
         return ServiceState.PENDING, "placed on no node"
-    if service.state == "stopped":
+    if service.state == DesiredState.STOPPED:
         moving = _nodes_in(seen, Seen.STARTING, Seen.READY)
         return (
             (ServiceState.DEPLOYING, f"stopping on {_names(moving)}")
             if moving
             else (ServiceState.STOPPED, "stopped as desired")
         )
-    if rollout_phase == "failed":
+    if rollout_phase == Phase.FAILED:
         return ServiceState.FAILED, "the rollout failed"
     return _running_state(seen, rollout_phase)
 
@@ -467,12 +456,12 @@ def _described(seen: Mapping[str, Seen], nodes: Sequence[str]) -> str:
 def _instance(service: str, node: str, report: ReceivedReport | None) -> JsonObject:
     found = [i for i in (report.instances if report else []) if i.get("service") == service]
     if not found:
-        return {"node": node, "state": "unknown", "ready": False, "version": None}
+        return {"node": node, "state": InstanceState.UNKNOWN, "ready": False, "version": None}
     instance = found[0]
     readiness = (instance.get("probes") or {}).get("readiness") or {}
     return {
         "node": node,
-        "state": instance.get("state", "unknown"),
+        "state": instance.get("state", InstanceState.UNKNOWN),
         "ready": bool(instance.get("ready")),
         "version": instance.get("version"),
         # a readiness probe that flipped has a `since`; one that never passed since (re)start has none;
@@ -580,7 +569,7 @@ def service_summary(document: Mapping[str, Any]) -> JsonObject:
     endpoints = list(document.get("endpoints") or [])
     versions: dict[str, int] = {}
     for instance in document.get("instances") or []:
-        if instance.get("version") and instance.get("state") != "unknown":
+        if instance.get("version") and instance.get("state") != InstanceState.UNKNOWN:
             versions[str(instance["version"])] = versions.get(str(instance["version"]), 0) + 1
     return {
         **document,
