@@ -22,6 +22,8 @@ from contract.documents import JsonObject, resource_digest, resources_digest, ve
 from contract.errors import ContractError
 from contract.vocabulary import ResourceKind
 
+LOOPBACK = "127.0.0.1"  # a plan from a reconciler that does not send the node's address
+
 
 @dataclass(frozen=True)
 class PlanResource:
@@ -48,6 +50,7 @@ class Plan:
     resources: tuple[PlanResource, ...]
     digest: str
     document: JsonObject
+    address: str = LOOPBACK  # where the node's endpoints are published: probes without a host knock here
 
 
 @functools.cache
@@ -127,4 +130,5 @@ def verify_plan(
         resources=tuple(_resource(entry) for entry in document["resources"]),
         digest=document["digest"],
         document=dict(document),
+        address=document.get("address", LOOPBACK),
     )

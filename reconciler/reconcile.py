@@ -400,6 +400,7 @@ class Reconciler:
             cache=self.plan_cache,
             sealers=self._sealers(model),
             secrets=self._secret_values(model),
+            addresses={name: node.address for name, node in model.nodes.items()},
         )
         resign = {
             n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from contract.errors import PermanentError
+from contract.plan import LOOPBACK
 
 DEFAULT_TIMEOUT = 2
 
@@ -38,24 +39,32 @@ def resolve_port(value: int | str, ports: Mapping[str, int]) -> int:
     return ports[value]
 
 
-def _http(spec: Mapping[str, Any], port: int, timeout: float) -> ProbeResult:
-    connection = http.client.HTTPConnection(spec.get("host", "127.0.0.1"), port, timeout=timeout)
+def authority(host: str, port: int) -> str:
+    """`host:port` as in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _http(spec: Mapping[str, Any], port: int, timeout: float, *, address: str) -> ProbeResult:
+    host, path = spec.get("host", address), spec.get("path", "/")
+    url = f"http://{authority(host, port)}{path}"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", spec.get("path", "/"))
+        connection.request("GET", path)
         status = connection.getresponse().status
     except (OSError, http.client.HTTPException) as exc:
-        return ProbeResult(False, f"GET :{port}{spec.get('path', '/')}: {exc}")
+        return ProbeResult(False, f"GET {url}: {exc}")
     finally:
         connection.close()
-    return ProbeResult(200 <= status < 400, f"GET :{port}{spec.get('path', '/')} -> {status}")
+    return ProbeResult(200 <= status < 400, f"GET {url} -> {status}")
 
 
-def _tcp(spec: Mapping[str, Any], port: int, timeout: float) -> ProbeResult:
+def _tcp(spec: Mapping[str, Any], port: int, timeout: float, *, address: str) -> ProbeResult:
+    host = spec.get("host", address)
     try:
-        with socket.create_connection((spec.get("host", "127.0.0.1"), port), timeout=timeout):
-            return ProbeResult(True, f"tcp :{port} accepts connections")
+        with socket.create_connection((host, port), timeout=timeout):
+            return ProbeResult(True, f"tcp {authority(host, port)} accepts connections")
     except OSError as exc:
-        return ProbeResult(False, f"tcp :{port}: {exc.strerror or exc}")
+        return ProbeResult(False, f"tcp {authority(host, port)}: {exc.strerror or exc}")
 
 
 def _exec(spec: Mapping[str, Any], timeout: float) -> ProbeResult:
@@ -66,13 +75,19 @@ def _exec(spec: Mapping[str, Any], timeout: float) -> ProbeResult:
     return ProbeResult(result.returncode == 0, f"exec exited {result.returncode}")
 
 
-def run_probe(probe: Mapping[str, Any], *, ports: Mapping[str, int], unit_active: bool) -> ProbeResult:
-    """Perform one check of `probe`."""
+def run_probe(
+    probe: Mapping[str, Any], *, ports: Mapping[str, int], unit_active: bool, address: str = LOOPBACK
+) -> ProbeResult:
+    """Perform one check of `probe`; an http or tcp probe without a `host` knocks on `address`.
+
+    `address` is the node's address, where its endpoints are published (as a Kubernetes probe
+    defaults to the pod's IP): a service bound to it does not answer on 127.0.0.1.
+    """
     timeout = float(probe.get("timeout", DEFAULT_TIMEOUT))
     if "http" in probe:
-        return _http(probe["http"], resolve_port(probe["http"]["port"], ports), timeout)
+        return _http(probe["http"], resolve_port(probe["http"]["port"], ports), timeout, address=address)
     if "tcp" in probe:
-        return _tcp(probe["tcp"], resolve_port(probe["tcp"]["port"], ports), timeout)
+        return _tcp(probe["tcp"], resolve_port(probe["tcp"]["port"], ports), timeout, address=address)
     if "exec" in probe:
         return _exec(probe["exec"], timeout)
     return ProbeResult(unit_active, "process running" if unit_active else "process not running")

@@ -34,15 +34,19 @@ class InstanceObserver:
     pids: dict[str, int | None] = field(default_factory=dict)  # main pid per service, last cycle
 
     def observe(self, plan: Plan, host: Host, now: datetime) -> list[JsonObject]:
-        return [self._instance(r, host, now) for r in plan.resources if r.kind == ResourceKind.SERVICE]
+        return [
+            self._instance(r, host, now, address=plan.address)
+            for r in plan.resources
+            if r.kind == ResourceKind.SERVICE
+        ]
 
-    def _instance(self, resource: PlanResource, host: Host, now: datetime) -> JsonObject:
+    def _instance(self, resource: PlanResource, host: Host, now: datetime, *, address: str) -> JsonObject:
         spec = resource.spec
         unit = spec.get("unit")
         status = _status(host, unit)
         self._forget_replaced(spec["name"], status)
         ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
-        probes = self._probes(spec, ports, status, now)
+        probes = self._probes(spec, ports, status, now, address=address)
         listening = listening_ports(status.pid, set(ports.values())) if status.pid and ports else set()
         if probes.get("liveness", {}).get("ok") is False and unit and status.active:
             self._restart(host, unit)
@@ -70,7 +74,13 @@ class InstanceObserver:
         self.pids[service] = status.pid
 
     def _probes(
-        self, spec: Mapping[str, Any], ports: Mapping[str, int], status: UnitStatus, now: datetime
+        self,
+        spec: Mapping[str, Any],
+        ports: Mapping[str, int],
+        status: UnitStatus,
+        now: datetime,
+        *,
+        address: str,
     ) -> JsonObject:
         results: JsonObject = {}
         started = True
@@ -83,7 +93,7 @@ class InstanceObserver:
                 results[kind] = {"ok": False, "message": "waiting for the startup probe", "since": None}
                 continue
             try:
-                result = run_probe(probe, ports=ports, unit_active=status.active)
+                result = run_probe(probe, ports=ports, unit_active=status.active, address=address)
             except PlumbError as exc:
                 result = ProbeResult(False, str(exc))
             self.tracker.record(key, probe, result, now, initial=kind == "liveness")
