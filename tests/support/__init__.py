@@ -187,3 +187,23 @@ class AgentWorld:
         )
         for directory in supervise.iterdir():
             runtime.stop(directory.name)
+
+
+def report_of(document: Mapping[str, Any]) -> Any:
+    """A typed report (`contract.report.Report`) from a partial report document: what a test leaves
+    out gets what an agent with nothing to say would send."""
+    from contract.report import parse_report
+
+    defaults: dict[str, Any] = {
+        "apiVersion": "plumb/v1",
+        "kind": "NodeReport",
+        "node": "web-1",
+        "time": "2026-01-01T00:00:00Z",
+        "agentVersion": "test",
+        "applied": None,
+        "resources": [],
+        "drift": [],
+        "instances": [],
+        "capabilities": [],
+    }
+    return parse_report(defaults | dict(document))
