@@ -43,7 +43,7 @@ Converger = Callable[[PlanResource, Host], Change]
 
 
 def _service_recorded(resource: PlanResource, host: Host) -> Change:
-    return unchanged(f"service {resource.spec['name']}: nothing to write")
+    return unchanged(f"service {resource.typed_service.name}: nothing to write")
 
 
 CONVERGERS: dict[str, Converger] = {
@@ -230,7 +230,7 @@ class _Apply:
 
     def _service_for(self, unit: PlanResource) -> PlanResource | None:
         for service in self.of_kind(ResourceKind.SERVICE):
-            if service.spec.get("unit") == unit.spec["name"]:
+            if service.typed_service.unit == unit.spec["name"]:
                 return service
         return None
 
@@ -257,14 +257,14 @@ class _Apply:
             self._hooks(service, "post")
 
     def _settle(self, resource: PlanResource, service: PlanResource | None) -> None:
-        spec = service.spec if service is not None else {}
-        state = resource.spec.get("state") or spec.get("state") or DesiredState.RUNNING
+        spec = service.typed_service if service is not None else None
+        state = resource.spec.get("state") or (spec.state if spec else DesiredState.RUNNING)
         try:
             settled = settle_unit(
                 resource,
                 self.host,
                 changed=self._unit_changes(resource.spec["name"]),
-                waiting=tuple(spec.get("waitingFor", [])),
+                waiting=spec.waiting_for if spec else (),
                 want_running=state == DesiredState.RUNNING,
             )
         except (PlumbError, OSError) as exc:
@@ -287,7 +287,7 @@ class _Apply:
             names = ", ".join(sorted({run.hook for run in runs}))
             note = Change(
                 Outcome.CHANGED if ok else Outcome.FAILED,
-                f"{verb} {names} hooks for {service.spec['version']}",
+                f"{verb} {names} hooks for {service.typed_service.version}",
             )
             self.amend(service.id, replace(note, error=None if ok else runs[-1].output or "hook failed"))
         return all(run.ok for run in runs)

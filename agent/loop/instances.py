@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from agent.apply.resources.base import Host
 from agent.apply.runtimes.base import UnitStatus
 from agent.host.probes import ProbeResult, ProbeTracker, run_probe
 from agent.host.procnet import listening_ports
 from contract.errors import PlumbError
-from contract.plan import Plan, PlanResource, format_time
+from contract.plan import Plan, PlanResource, ServiceSpec, format_time
 from contract.report import Instance, PortStatus, ProbeStatus
 from contract.vocabulary import InstanceState, ResourceKind
 
@@ -41,28 +40,27 @@ class InstanceObserver:
         ]
 
     def _instance(self, resource: PlanResource, host: Host, now: datetime, *, address: str) -> Instance:
-        spec = resource.spec
-        unit = spec.get("unit")
-        status = _status(host, unit)
-        self._forget_replaced(spec["name"], status)
-        ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
+        spec = resource.typed_service
+        status = _status(host, spec.unit)
+        self._forget_replaced(spec.name, status)
+        ports = {p.name: p.port for p in spec.ports}
         probes = self._probes(spec, ports, status, now, address=address)
         listening = listening_ports(status.pid, set(ports.values())) if status.pid and ports else set()
         liveness = probes.get("liveness")
-        if liveness is not None and not liveness.ok and unit and status.active:
-            self._restart(host, unit)
-            self.tracker.forget(spec["name"])
-            status = _status(host, unit)
-            self.pids[spec["name"]] = status.pid
-        ready, since = self._readiness(spec, status, probes)
+        if liveness is not None and not liveness.ok and spec.unit and status.active:
+            self._restart(host, spec.unit)
+            self.tracker.forget(spec.name)
+            status = _status(host, spec.unit)
+            self.pids[spec.name] = status.pid
+        ready, since = _readiness(status, probes)
         return Instance(
-            service=spec["name"],
+            service=spec.name,
             state=_state(spec, status),
             ready=ready,
-            unit=unit or None,
+            unit=spec.unit,
             pid=status.pid,
-            version=spec.get("version"),
-            ports=tuple(_port(p, listening) for p in spec.get("ports", [])),
+            version=spec.version,
+            ports=tuple(PortStatus(p.name, p.port, p.protocol, p.port in listening) for p in spec.ports),
             ready_since=since,
             probes=probes,
             restarts=status.restarts,
@@ -76,7 +74,7 @@ class InstanceObserver:
 
     def _probes(
         self,
-        spec: Mapping[str, Any],
+        spec: ServiceSpec,
         ports: Mapping[str, int],
         status: UnitStatus,
         now: datetime,
@@ -86,10 +84,10 @@ class InstanceObserver:
         results: dict[str, ProbeStatus] = {}
         started = True
         for kind in PROBE_ORDER:
-            probe = spec.get("health", {}).get(kind)
+            probe = spec.health.get(kind)
             if probe is None:
                 continue
-            key = (spec["name"], kind)
+            key = (spec.name, kind)
             if not started:
                 results[kind] = ProbeStatus(False, "waiting for the startup probe")
                 continue
@@ -102,14 +100,6 @@ class InstanceObserver:
             results[kind] = ProbeStatus(ok, message, format_time(since) if since else None)
             started = started and (kind != "startup" or ok)
         return results
-
-    def _readiness(
-        self, spec: Mapping[str, Any], status: UnitStatus, probes: Mapping[str, ProbeStatus]
-    ) -> tuple[bool, str | None]:
-        readiness = probes.get("readiness")
-        if readiness is not None:
-            return readiness.ok and status.active, readiness.since
-        return status.active, None
 
     def _restart(self, host: Host, unit: str) -> None:
         try:
@@ -128,12 +118,15 @@ def _status(host: Host, unit: str | None) -> UnitStatus:
         return UnitStatus(InstanceState.UNKNOWN)
 
 
-def _state(spec: Mapping[str, Any], status: UnitStatus) -> InstanceState:
-    if spec.get("waitingFor") and not status.active:
+def _readiness(status: UnitStatus, probes: Mapping[str, ProbeStatus]) -> tuple[bool, str | None]:
+    """Ready when the readiness probe passes (or, without one, while the unit is active)."""
+    readiness = probes.get("readiness")
+    if readiness is not None:
+        return readiness.ok and status.active, readiness.since
+    return status.active, None
+
+
+def _state(spec: ServiceSpec, status: UnitStatus) -> InstanceState:
+    if spec.waiting_for and not status.active:
         return InstanceState.WAITING
     return status.state
-
-
-def _port(port: Mapping[str, Any], listening: set[int]) -> PortStatus:
-    number = int(port["port"])
-    return PortStatus(port["name"], number, port.get("protocol"), number in listening)

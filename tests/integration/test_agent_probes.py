@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agent.host.probes import run_probe
+from contract.plan import parse_probe
 
 pytestmark = pytest.mark.integration
 NODE_ADDRESS = "127.0.0.2"  # a loopback address that is not 127.0.0.1
@@ -71,7 +72,7 @@ PROBES: list[tuple[str, Any, bool, bool]] = [
 @pytest.mark.parametrize(("name", "probe", "active", "ok"), PROBES, ids=[p[0] for p in PROBES])
 def test_probe(server: int, name: str, probe: Any, active: bool, ok: bool) -> None:
     """Each kind of probe passes and fails for the right reason."""
-    result = run_probe(probe(server), ports={"web": server}, unit_active=active)
+    result = run_probe(parse_probe(probe(server)), ports={"web": server}, unit_active=active)
     assert result.ok is ok, result.message
 
 
@@ -115,5 +116,5 @@ def test_probe_without_host_targets_the_node_address(
     node_server: int, name: str, probe: Any, address: str, ok: bool, message: str
 ) -> None:
     """A probe without a host goes to the node's address, and its message names where it knocked."""
-    result = run_probe(probe(node_server), ports={}, unit_active=True, address=address)
+    result = run_probe(parse_probe(probe(node_server)), ports={}, unit_active=True, address=address)
     assert (result.ok, result.message) == (ok, message.format(port=node_server))

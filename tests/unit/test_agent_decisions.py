@@ -12,6 +12,7 @@ from agent.apply.resources.units import Decision, UnitAction, decide
 from agent.apply.runtimes.base import UnitStatus
 from agent.host.fsops import MISSING, Observed
 from agent.host.probes import ProbeResult, ProbeTracker, resolve_port
+from contract.plan import parse_probe
 from contract.vocabulary import InstanceState
 
 WANT = Wanted(b"a", 0o640, 0, 0)
@@ -106,7 +107,8 @@ SERIES = [
 def test_probe_thresholds(probe: dict[str, int], results: list[bool], states: list[bool]) -> None:
     """A probe's state flips only after failureThreshold failures or successThreshold successes in a row."""
     tracker = ProbeTracker()
-    seen = [tracker.record(("api", "readiness"), probe, ProbeResult(ok, ""), NOW) for ok in results]
+    spec = parse_probe(probe)
+    seen = [tracker.record(("api", "readiness"), spec, ProbeResult(ok, ""), NOW) for ok in results]
     assert seen == states
 
 
