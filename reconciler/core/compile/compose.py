@@ -422,13 +422,13 @@ def identity(kind: str, spec: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     if kind == ResourceKind.UNIT:
         if "dropIn" in spec:
             path = f"{UNIT_DIR}/{spec['name']}.d/{spec['dropIn']}"
-            return f"unit:{spec['name']}/{spec['dropIn']}", (path,)
-        return f"unit:{spec['name']}", (f"{UNIT_DIR}/{spec['name']}",)
+            return f"{kind}:{spec['name']}/{spec['dropIn']}", (path,)
+        return f"{kind}:{spec['name']}", (f"{UNIT_DIR}/{spec['name']}",)
     if kind == ResourceKind.NGINX:
-        return f"nginx:{spec['site']}", (f"{NGINX_DIR}/{spec['site']}.conf",)
+        return f"{kind}:{spec['site']}", (f"{NGINX_DIR}/{spec['site']}.conf",)
     if kind == ResourceKind.CERTIFICATE:
-        return f"certificate:{spec['name']}", (spec["certPath"], spec["keyPath"])
-    return f"service:{spec['name']}", ()
+        return f"{kind}:{spec['name']}", (spec["certPath"], spec["keyPath"])
+    return f"{ResourceKind.SERVICE}:{spec['name']}", ()
 
 
 def certificate_paths(name: str) -> dict[str, str]:
