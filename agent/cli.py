@@ -22,7 +22,9 @@ from agent.host.unitfile import parse_timespan
 from agent.loop.runner import Agent, AgentOptions
 from agent.loop.state import StateDir
 from contract.crypto import SealingKey, SigningKey, VerifyKey
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError
+from contract.report import parse_report
 
 DEFAULT_STATE_DIR = "/var/lib/plumb-agent"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -107,8 +109,8 @@ def _seconds(value: str) -> float:
 @click.option("--runtime", type=click.Choice(["systemd", "process"]), default="systemd", show_default=True)
 @click.option("--once", is_flag=True, help="Run one cycle and exit.")
 @click.option("--interval", default="15s", show_default=True, help="Time between cycles.")
-@click.option("--state-branch", default="plumb/state", show_default=True)
-@click.option("--reports-prefix", default="plumb/reports/", show_default=True)
+@click.option("--state-branch", default=STATE_BRANCH, show_default=True)
+@click.option("--reports-prefix", default=REPORTS_PREFIX, show_default=True)
 @click.option(
     "--ssh-key", type=click.Path(dir_okay=False), default=None, help="Private key for ssh:// remotes."
 )
@@ -163,23 +165,20 @@ def _agent_options(options: dict[str, Any]) -> AgentOptions:
     )
 
 
-def _print_outcome(report: dict[str, Any], *, output: str) -> None:
+def _print_outcome(document: dict[str, Any], *, output: str) -> None:
     if output == "json":
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
         return
-    applied = report.get("applied") or {}
-    click.echo(
-        f"node {report['node']}: applied serial {applied.get('serial', '-')} ({applied.get('commit', '-')})"
-    )
-    if report.get("rejected"):
-        click.echo(f"  rejected plan: {report['rejected']['reason']}")
-    for entry in report["resources"]:
-        error = f" — {entry['error']}" if entry.get("error") else ""
-        click.echo(f"  {entry['outcome']:<9} {entry['id']}: {entry.get('reason', '')}{error}")
-    for drift in report["drift"]:
-        click.echo(
-            f"  drift     {drift['id']}: {drift['what']}{' (corrected)' if drift['corrected'] else ''}"
-        )
+    report = parse_report(document)
+    serial, commit = (report.applied.serial, report.applied.commit) if report.applied else ("-", "-")
+    click.echo(f"node {report.node}: applied serial {serial} ({commit})")
+    if report.rejected is not None:
+        click.echo(f"  rejected plan: {report.rejected.reason}")
+    for entry in report.resources:
+        error = f" — {entry.error}" if entry.error else ""
+        click.echo(f"  {entry.outcome:<9} {entry.id}: {entry.reason or ''}{error}")
+    for drift in report.drift:
+        click.echo(f"  drift     {drift.id}: {drift.what}{' (corrected)' if drift.corrected else ''}")
 
 
 @main.command()

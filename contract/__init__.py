@@ -1,7 +1,10 @@
 """What crosses the wire between the reconciler and the agent; both import it, it imports neither.
 
+- `defaults`   what both sides agree on: branch names, apiVersion and document kinds, size limits
+- `vocabulary` the `str` enums of resource kinds, states, outcomes and rollout phases
 - `documents`  canonical JSON, digests, signing and verifying documents, size-limited parsing
-- `plan`       the typed, verified node plan (`verify_plan`)
+- `plan`       the typed, verified node plan (`verify_plan`), its service entries typed too
+- `report`     the typed node report: built by the agent, parsed once by the reconciler (`parse_report`)
 - `crypto`     Ed25519 signing keys, X25519 sealing of secrets to a node
 - `errors`     the one `PlumbError` hierarchy, split by whether a retry can help
 - `transport/` the Git remote both sides fetch and push through (file://, SSH with pinned keys, HTTPS)

@@ -22,12 +22,6 @@ from typing import Any
 from contract.crypto import SigningKey, VerifyKey
 from contract.errors import ContractError
 
-API_VERSION = "plumb/v1"
-PLAN_KIND = "NodePlan"
-REPORT_KIND = "NodeReport"
-MAX_PLAN_BYTES = 32 * 1024 * 1024
-MAX_REPORT_BYTES = 8 * 1024 * 1024
-
 JsonObject = dict[str, Any]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -20,6 +20,83 @@ import jsonschema
 from contract.crypto import VerifyKey
 from contract.documents import JsonObject, resource_digest, resources_digest, verify_document
 from contract.errors import ContractError
+from contract.vocabulary import DesiredState, ResourceKind
+
+LOOPBACK = "127.0.0.1"  # a plan from a reconciler that does not send the node's address
+DEFAULT_PROBE_TIMEOUT = 2  # seconds
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A port the service declares."""
+
+    name: str
+    port: int
+    protocol: str | None = None  # http, tcp or udp
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One health probe: one check (http, tcp, exec or process) and its thresholds, as in Kubernetes."""
+
+    check: str
+    port: int | str | None = None  # a number, or the name of one of the service's ports
+    host: str | None = None  # None: the node's address, where its endpoints are published
+    path: str = "/"
+    command: tuple[str, ...] = ()
+    timeout: int = DEFAULT_PROBE_TIMEOUT
+    period: int | None = None
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    initial_delay: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A plan's `service` entry: what the agent observes and reports about one service instance."""
+
+    name: str
+    state: DesiredState = DesiredState.RUNNING
+    unit: str | None = None
+    version: str | None = None
+    ports: tuple[PortSpec, ...] = ()
+    health: Mapping[str, ProbeSpec] = field(default_factory=dict)  # startup, liveness, readiness
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # preStart, postStart, rollback
+    depends_on: tuple[str, ...] = ()
+    waiting_for: tuple[str, ...] = ()  # dependencies with no healthy endpoint anywhere: do not start yet
+
+
+def parse_probe(raw: Mapping[str, Any]) -> ProbeSpec:
+    """A probe of a verified plan (its shape was checked against the schema)."""
+    check = next((c for c in ("http", "tcp", "exec") if c in raw), "process")
+    target: Mapping[str, Any] = raw.get(check) or {}
+    return ProbeSpec(
+        check=check,
+        port=target.get("port"),
+        host=target.get("host"),
+        path=target.get("path", "/"),
+        command=tuple(target.get("command", ())),
+        timeout=int(raw.get("timeout", DEFAULT_PROBE_TIMEOUT)),
+        period=raw.get("period"),
+        failure_threshold=int(raw.get("failureThreshold", 3)),
+        success_threshold=int(raw.get("successThreshold", 1)),
+        initial_delay=int(raw.get("initialDelay", 0)),
+    )
+
+
+def parse_service(spec: Mapping[str, Any]) -> ServiceSpec:
+    """A `service` entry's spec of a verified plan (its shape was checked against the schema)."""
+    return ServiceSpec(
+        name=spec["name"],
+        state=DesiredState(spec.get("state", DesiredState.RUNNING)),
+        unit=spec.get("unit") or None,
+        version=spec.get("version"),
+        ports=tuple(PortSpec(p["name"], int(p["port"]), p.get("protocol")) for p in spec.get("ports", ())),
+        health={kind: parse_probe(probe) for kind, probe in (spec.get("health") or {}).items()},
+        hooks={hook: tuple(commands) for hook, commands in (spec.get("hooks") or {}).items()},
+        depends_on=tuple(spec.get("dependsOn", ())),
+        waiting_for=tuple(spec.get("waitingFor", ())),
+    )
 
 
 @dataclass(frozen=True)
@@ -27,11 +104,23 @@ class PlanResource:
     """One entry of a plan: what one resource on the host should look like."""
 
     id: str
-    kind: str
+    kind: ResourceKind
     service: str
     spec: Mapping[str, Any]
     digest: str
     after: tuple[str, ...] = ()
+    service_spec: ServiceSpec | None = field(default=None, compare=False)  # a `service` entry's, typed
+
+    def __post_init__(self) -> None:
+        if self.kind == ResourceKind.SERVICE and self.service_spec is None:
+            object.__setattr__(self, "service_spec", parse_service(self.spec))
+
+    @property
+    def typed_service(self) -> ServiceSpec:
+        """The typed spec of a `service` entry (ContractError for another kind)."""
+        if self.service_spec is None:
+            raise ContractError(f"resource {self.id} is a {self.kind}, not a service")
+        return self.service_spec
 
 
 @dataclass(frozen=True)
@@ -47,6 +136,7 @@ class Plan:
     resources: tuple[PlanResource, ...]
     digest: str
     document: JsonObject
+    address: str = LOOPBACK  # where the node's endpoints are published: probes without a host knock here
 
 
 @functools.cache
@@ -81,7 +171,12 @@ def _resource(entry: Mapping[str, Any]) -> PlanResource:
     if entry["digest"] != expected:
         raise ContractError(f"resource {entry['id']}: digest {entry['digest']} does not match its spec")
     return PlanResource(
-        entry["id"], entry["kind"], entry["service"], entry["spec"], entry["digest"], tuple(entry["after"])
+        entry["id"],
+        ResourceKind(entry["kind"]),
+        entry["service"],
+        entry["spec"],
+        entry["digest"],
+        tuple(entry["after"]),
     )
 
 
@@ -121,4 +216,5 @@ def verify_plan(
         resources=tuple(_resource(entry) for entry in document["resources"]),
         digest=document["digest"],
         document=dict(document),
+        address=document.get("address", LOOPBACK),
     )

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from contract.errors import PlumbError
+from contract.vocabulary import ResourceKind
 from demo.fleet import (
     Answer,
     FleetError,
@@ -177,7 +178,7 @@ def _done(progress: NodeProgress) -> bool:
     """Converged; without nginx, an edge whose only failures are its nginx sites counts as converged."""
     if progress.converged or nginx_available():
         return progress.converged
-    nginx_only = all(f.startswith("nginx:") for f in progress.failed)
+    nginx_only = all(f.startswith(f"{ResourceKind.NGINX}:") for f in progress.failed)
     return progress.in_sync and nginx_only and progress.ready == progress.instances
 
 

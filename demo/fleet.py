@@ -28,7 +28,10 @@ import pygit2
 from agent.apply.runtimes.process import process_alive
 from agent.cli import enroll_keys
 from agent.loop.state import StateDir
-from contract.errors import PlumbError, UsageError
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
+from contract.errors import ContractError, PlumbError, UsageError
+from contract.report import Report, parse_report
+from contract.vocabulary import ResourceKind
 from reconciler.core.compile.desired import compile_desired
 from reconciler.drivers.desired_source import read_worktree_files
 from reconciler.drivers.keys import init_key
@@ -245,25 +248,27 @@ class BranchReader:
 
 def node_progress(reader: BranchReader, node: str, *, state_ref: str, report_ref: str) -> NodeProgress:
     plan = reader.read(state_ref, f"plans/{node}.json") or {}
-    report = reader.read(report_ref, "report.json") or {}
-    applied = report.get("applied") or {}
-    resources = report.get("resources") or []
-    instances = report.get("instances") or []
-    failed = tuple(
-        f"{r['id']}: {r.get('error') or r.get('reason', '')}"
-        for r in resources
-        if r.get("outcome") == "failed"
-    )
+    report = _report(reader.read(report_ref, "report.json"))
+    if report is None:
+        return NodeProgress(node=node, planned=plan.get("serial"))
     return NodeProgress(
         node=node,
         planned=plan.get("serial"),
-        applied=applied.get("serial"),
-        resources=len(resources),
-        failed=failed,
-        instances=len(instances),
-        ready=sum(1 for i in instances if i.get("ready")),
-        rejected=(report.get("rejected") or {}).get("reason"),
+        applied=report.applied.serial if report.applied else None,
+        resources=len(report.resources),
+        failed=tuple(f"{r.id}: {r.error or r.reason or ''}" for r in report.failed()),
+        instances=len(report.instances),
+        ready=sum(1 for i in report.instances if i.ready),
+        rejected=report.rejected.reason if report.rejected else None,
     )
+
+
+def _report(document: dict[str, Any] | None) -> Report | None:
+    """A node's latest report, or None when it has none yet or one this demo cannot read."""
+    try:
+        return parse_report(document) if document is not None else None
+    except ContractError:
+        return None
 
 
 # -- the fleet -----------------------------------------------------------------------------------
@@ -300,8 +305,8 @@ class LocalFleet:
     agent_interval: str = "1s"
     reconcile_interval: str = "5s"
     branch: str = "main"
-    state_branch: str = "plumb/state"
-    reports_prefix: str = "plumb/reports/"
+    state_branch: str = STATE_BRANCH
+    reports_prefix: str = REPORTS_PREFIX
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     public_key: str = ""
 
@@ -352,7 +357,9 @@ class LocalFleet:
         repository = desired.model.repository
         self.state_branch, self.reports_prefix = repository.state_branch, repository.reports_prefix
         return {
-            name: NodeInfo(name, node.address, any(r.kind == "nginx" for r in desired.nodes.get(name, ())))
+            name: NodeInfo(
+                name, node.address, any(r.kind == ResourceKind.NGINX for r in desired.nodes.get(name, ()))
+            )
             for name, node in sorted(desired.model.nodes.items())
         }
 

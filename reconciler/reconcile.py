@@ -170,7 +170,7 @@ class _StatusMemo:
         applied = report.applied if report is not None else None
         if applied is None:
             base = "never applied"
-        elif (applied.get("serial"), applied.get("digest")) == (plan.serial, plan.digest):
+        elif (applied.serial, applied.digest) == (plan.serial, plan.digest):
             base = "in sync"
         else:
             return None
@@ -362,7 +362,7 @@ class Reconciler:
         """What `node`'s latest report says about `service`, against the plan it was last given."""
         report, plan = facts.reports.get(node), facts.previous.get(node)
         return observe(
-            report.document if report is not None else None,
+            report.report if report is not None else None,
             service=service,
             resource_ids=self._service_ids.of(node, plan, service),
             plan_serial=plan.serial if plan is not None else None,
@@ -400,6 +400,7 @@ class Reconciler:
             cache=self.plan_cache,
             sealers=self._sealers(model),
             secrets=self._secret_values(model),
+            addresses={name: node.address for name, node in model.nodes.items()},
         )
         resign = {
             n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)

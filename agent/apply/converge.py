@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.apply.resources.artifacts import converge_artifact
-from agent.apply.resources.base import Change, Host, Outcome, failed, unchanged
+from agent.apply.resources.base import Change, Host, failed, unchanged
 from agent.apply.resources.certificates import converge_certificate
 from agent.apply.resources.files import converge_directory, converge_file
 from agent.apply.resources.nginx import (
@@ -37,22 +37,23 @@ from agent.host import fsops
 from agent.host.nginxctl import SITE_DIR
 from contract.errors import PlumbError
 from contract.plan import Plan, PlanResource
+from contract.vocabulary import DesiredState, Outcome, ResourceKind
 
 Converger = Callable[[PlanResource, Host], Change]
 
 
 def _service_recorded(resource: PlanResource, host: Host) -> Change:
-    return unchanged(f"service {resource.spec['name']}: nothing to write")
+    return unchanged(f"service {resource.typed_service.name}: nothing to write")
 
 
 CONVERGERS: dict[str, Converger] = {
-    "file": converge_file,
-    "directory": converge_directory,
-    "unit": converge_unit,
-    "nginx": converge_site,
-    "artifact": converge_artifact,
-    "certificate": converge_certificate,
-    "service": _service_recorded,
+    ResourceKind.FILE: converge_file,
+    ResourceKind.DIRECTORY: converge_directory,
+    ResourceKind.UNIT: converge_unit,
+    ResourceKind.NGINX: converge_site,
+    ResourceKind.ARTIFACT: converge_artifact,
+    ResourceKind.CERTIFICATE: converge_certificate,
+    ResourceKind.SERVICE: _service_recorded,
 }
 
 
@@ -139,7 +140,7 @@ class _Apply:
     hooks: list[HookRun] = field(default_factory=list)
     drift: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def of_kind(self, kind: str) -> list[PlanResource]:
+    def of_kind(self, kind: ResourceKind) -> list[PlanResource]:
         return [r for r in self.plan.resources if r.kind == kind]
 
     def amend(self, resource_id: str, extra: Change) -> None:
@@ -157,9 +158,9 @@ class _Apply:
         )
 
     def handlers(self) -> None:
-        units_changed = any(_changed(self.changes, r) for r in self.of_kind("unit"))
+        units_changed = any(_changed(self.changes, r) for r in self.of_kind(ResourceKind.UNIT))
         if units_changed:
-            self._guard(self.of_kind("unit"), self.host.runtime.reload)
+            self._guard(self.of_kind(ResourceKind.UNIT), self.host.runtime.reload)
         self._nginx()
 
     def _guard(self, resources: list[PlanResource], action: Callable[[], None]) -> None:
@@ -170,14 +171,14 @@ class _Apply:
                 self.amend(resource.id, failed(_describe(exc)))
 
     def _nginx(self) -> None:
-        sites = self.of_kind("nginx")
+        sites = self.of_kind(ResourceKind.NGINX)
         writes = [  # content writes only: a fixed mode needs no nginx -t
             SiteWrite(r.id, path, previous)
             for r in sites
             if _changed(self.changes, r)
             for path, previous in self.changes[r.id].previous.items()
         ] + self._unfinished_sites(sites)
-        certificates = any(_changed(self.changes, r) for r in self.of_kind("certificate"))
+        certificates = any(_changed(self.changes, r) for r in self.of_kind(ResourceKind.CERTIFICATE))
         if not writes and not (certificates and self.host.nginx is not None):
             return
         try:
@@ -221,29 +222,29 @@ class _Apply:
 
     def _unit_changes(self, unit: str) -> tuple[str, ...]:
         """What restarts `unit`: its file, a drop-in or a restartOn file changed, with no restart since."""
-        mine = [r for r in self.of_kind("unit") if r.spec["name"] == unit]
+        mine = [r for r in self.of_kind(ResourceKind.UNIT) if r.spec["name"] == unit]
         watched = [unit_path(r.spec) for r in mine] + sorted(
             {p for r in mine for p in r.spec.get("restartOn", [])}
         )
         return tuple(path for path in watched if path in self.touched)
 
     def _service_for(self, unit: PlanResource) -> PlanResource | None:
-        for service in self.of_kind("service"):
-            if service.spec.get("unit") == unit.spec["name"]:
+        for service in self.of_kind(ResourceKind.SERVICE):
+            if service.typed_service.unit == unit.spec["name"]:
                 return service
         return None
 
     def units(self) -> None:
         """Settle each unit, wrapped in its service's release hooks; then hooks of services without a unit."""
         with_unit: set[str] = set()
-        for resource in self.of_kind("unit"):
+        for resource in self.of_kind(ResourceKind.UNIT):
             if resource.spec.get("dropIn"):
                 continue
             service = self._service_for(resource)
             with_unit |= {service.id} if service is not None else set()
             if self.changes[resource.id].outcome is not Outcome.FAILED:
                 self._settle_with_hooks(resource, service)
-        for service in self.of_kind("service"):
+        for service in self.of_kind(ResourceKind.SERVICE):
             if service.id not in with_unit and self._hooks(service, "pre"):
                 self._hooks(service, "post")
 
@@ -256,15 +257,15 @@ class _Apply:
             self._hooks(service, "post")
 
     def _settle(self, resource: PlanResource, service: PlanResource | None) -> None:
-        spec = service.spec if service is not None else {}
-        state = resource.spec.get("state") or spec.get("state") or "running"
+        spec = service.typed_service if service is not None else None
+        state = resource.spec.get("state") or (spec.state if spec else DesiredState.RUNNING)
         try:
             settled = settle_unit(
                 resource,
                 self.host,
                 changed=self._unit_changes(resource.spec["name"]),
-                waiting=tuple(spec.get("waitingFor", [])),
-                want_running=state == "running",
+                waiting=spec.waiting_for if spec else (),
+                want_running=state == DesiredState.RUNNING,
             )
         except (PlumbError, OSError) as exc:
             settled = failed(_describe(exc))
@@ -286,7 +287,7 @@ class _Apply:
             names = ", ".join(sorted({run.hook for run in runs}))
             note = Change(
                 Outcome.CHANGED if ok else Outcome.FAILED,
-                f"{verb} {names} hooks for {service.spec['version']}",
+                f"{verb} {names} hooks for {service.typed_service.version}",
             )
             self.amend(service.id, replace(note, error=None if ok else runs[-1].output or "hook failed"))
         return all(run.ok for run in runs)
@@ -331,13 +332,13 @@ def next_ledger(plan: Plan, changes: Mapping[str, Change], ledger: Mapping[str, 
 
 def identity(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """What the ledger records about a resource to prune it later: its unit and its paths."""
-    if kind == "unit":
+    if kind == ResourceKind.UNIT:
         return {"unit": spec["name"], "dropIn": spec.get("dropIn"), "path": unit_path(spec)}
-    if kind == "nginx":
+    if kind == ResourceKind.NGINX:
         return {"path": site_path(spec["site"])}
-    if kind in ("file", "directory", "artifact"):
+    if kind in (ResourceKind.FILE, ResourceKind.DIRECTORY, ResourceKind.ARTIFACT):
         return {"path": spec["path"]}
-    if kind == "certificate":
+    if kind == ResourceKind.CERTIFICATE:
         return {"path": spec["certPath"], "keyPath": spec["keyPath"]}
     return {}
 
@@ -348,7 +349,7 @@ def prune(plan: Plan, host: Host, ledger: Mapping[str, Any]) -> tuple[str, ...]:
     gone = [(rid, entry) for rid, entry in ledger.items() if rid not in wanted]
     removed: list[str] = []
     for rid, entry in gone:
-        if entry.get("kind") == "unit" and not entry.get("dropIn"):
+        if entry.get("kind") == ResourceKind.UNIT and not entry.get("dropIn"):
             with contextlib.suppress(PlumbError, OSError):
                 _forget_unit(host, entry["unit"])
         for path in entry.get("created", []):
@@ -356,10 +357,10 @@ def prune(plan: Plan, host: Host, ledger: Mapping[str, Any]) -> tuple[str, ...]:
                 _remove(host, path, entry.get("kind"))
         removed.append(rid)
     kinds = {entry.get("kind") for _rid, entry in gone}
-    if "unit" in kinds:
+    if ResourceKind.UNIT in kinds:
         with contextlib.suppress(PlumbError, OSError):
             host.runtime.reload()
-    if "nginx" in kinds and host.nginx is not None:
+    if ResourceKind.NGINX in kinds and host.nginx is not None:
         with contextlib.suppress(PlumbError, OSError):
             settle_sites([], host, reload=True)
     return tuple(removed)
@@ -376,7 +377,7 @@ def _forget_unit(host: Host, unit: str) -> None:
 
 def _remove(host: Host, path: str, kind: str | None) -> None:
     parts = host.confinement.parts(path)
-    if kind == "artifact":
+    if kind == ResourceKind.ARTIFACT:
         fsops.observe(host.root, parts, read=False)  # refuses a symlinked path before rmtree
         shutil.rmtree(host.confinement.host(path), ignore_errors=True)
         return

@@ -12,11 +12,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from contract.errors import PermanentError
-
-DEFAULT_TIMEOUT = 2
+from contract.plan import LOOPBACK, ProbeSpec
 
 
 @dataclass(frozen=True)
@@ -38,43 +36,57 @@ def resolve_port(value: int | str, ports: Mapping[str, int]) -> int:
     return ports[value]
 
 
-def _http(spec: Mapping[str, Any], port: int, timeout: float) -> ProbeResult:
-    connection = http.client.HTTPConnection(spec.get("host", "127.0.0.1"), port, timeout=timeout)
+def authority(host: str, port: int) -> str:
+    """`host:port` as in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _http(probe: ProbeSpec, port: int, *, address: str) -> ProbeResult:
+    host, path, timeout = probe.host or address, probe.path, float(probe.timeout)
+    url = f"http://{authority(host, port)}{path}"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", spec.get("path", "/"))
+        connection.request("GET", path)
         status = connection.getresponse().status
     except (OSError, http.client.HTTPException) as exc:
-        return ProbeResult(False, f"GET :{port}{spec.get('path', '/')}: {exc}")
+        return ProbeResult(False, f"GET {url}: {exc}")
     finally:
         connection.close()
-    return ProbeResult(200 <= status < 400, f"GET :{port}{spec.get('path', '/')} -> {status}")
+    return ProbeResult(200 <= status < 400, f"GET {url} -> {status}")
 
 
-def _tcp(spec: Mapping[str, Any], port: int, timeout: float) -> ProbeResult:
+def _tcp(probe: ProbeSpec, port: int, *, address: str) -> ProbeResult:
+    host = probe.host or address
     try:
-        with socket.create_connection((spec.get("host", "127.0.0.1"), port), timeout=timeout):
-            return ProbeResult(True, f"tcp :{port} accepts connections")
+        with socket.create_connection((host, port), timeout=float(probe.timeout)):
+            return ProbeResult(True, f"tcp {authority(host, port)} accepts connections")
     except OSError as exc:
-        return ProbeResult(False, f"tcp :{port}: {exc.strerror or exc}")
+        return ProbeResult(False, f"tcp {authority(host, port)}: {exc.strerror or exc}")
 
 
-def _exec(spec: Mapping[str, Any], timeout: float) -> ProbeResult:
+def _exec(probe: ProbeSpec) -> ProbeResult:
     try:
-        result = subprocess.run(list(spec["command"]), capture_output=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            list(probe.command), capture_output=True, timeout=float(probe.timeout), check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return ProbeResult(False, f"exec: {exc}")
     return ProbeResult(result.returncode == 0, f"exec exited {result.returncode}")
 
 
-def run_probe(probe: Mapping[str, Any], *, ports: Mapping[str, int], unit_active: bool) -> ProbeResult:
-    """Perform one check of `probe`."""
-    timeout = float(probe.get("timeout", DEFAULT_TIMEOUT))
-    if "http" in probe:
-        return _http(probe["http"], resolve_port(probe["http"]["port"], ports), timeout)
-    if "tcp" in probe:
-        return _tcp(probe["tcp"], resolve_port(probe["tcp"]["port"], ports), timeout)
-    if "exec" in probe:
-        return _exec(probe["exec"], timeout)
+def run_probe(
+    probe: ProbeSpec, *, ports: Mapping[str, int], unit_active: bool, address: str = LOOPBACK
+) -> ProbeResult:
+    """Perform one check of `probe`; an http or tcp probe without a `host` knocks on `address`.
+
+    `address` is the node's address, where its endpoints are published (as a Kubernetes probe
+    defaults to the pod's IP): a service bound to it does not answer on 127.0.0.1.
+    """
+    if probe.check in ("http", "tcp"):
+        port = resolve_port(probe.port if probe.port is not None else 0, ports)
+        return (_http if probe.check == "http" else _tcp)(probe, port, address=address)
+    if probe.check == "exec":
+        return _exec(probe)
     return ProbeResult(unit_active, "process running" if unit_active else "process not running")
 
 
@@ -104,7 +116,7 @@ class ProbeTracker:
     def record(
         self,
         key: tuple[str, str],
-        probe: Mapping[str, Any],
+        probe: ProbeSpec,
         result: ProbeResult,
         now: datetime,
         *,
@@ -114,7 +126,7 @@ class ProbeTracker:
         entry = self.series.setdefault(key, _Series(ok=initial))
         entry.message = result.message
         entry.streak = entry.streak + 1 if result.ok != entry.ok else 0
-        needed = int(probe.get("successThreshold", 1) if result.ok else probe.get("failureThreshold", 3))
+        needed = probe.success_threshold if result.ok else probe.failure_threshold
         if result.ok != entry.ok and entry.streak >= needed:
             entry.ok, entry.streak, entry.since = result.ok, 0, now
         return entry.ok

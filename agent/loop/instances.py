@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from agent.apply.resources.base import Host
-from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.base import UnitStatus
 from agent.host.probes import ProbeResult, ProbeTracker, run_probe
 from agent.host.procnet import listening_ports
-from contract.documents import JsonObject
 from contract.errors import PlumbError
-from contract.plan import Plan, PlanResource, format_time
+from contract.plan import Plan, PlanResource, ServiceSpec, format_time
+from contract.report import Instance, PortStatus, ProbeStatus
+from contract.vocabulary import InstanceState, ResourceKind
 
 PROBE_ORDER = ("startup", "liveness", "readiness")
 
@@ -32,35 +32,39 @@ class InstanceObserver:
     restarted: list[str] = field(default_factory=list)
     pids: dict[str, int | None] = field(default_factory=dict)  # main pid per service, last cycle
 
-    def observe(self, plan: Plan, host: Host, now: datetime) -> list[JsonObject]:
-        return [self._instance(r, host, now) for r in plan.resources if r.kind == "service"]
+    def observe(self, plan: Plan, host: Host, now: datetime) -> list[Instance]:
+        return [
+            self._instance(r, host, now, address=plan.address)
+            for r in plan.resources
+            if r.kind == ResourceKind.SERVICE
+        ]
 
-    def _instance(self, resource: PlanResource, host: Host, now: datetime) -> JsonObject:
-        spec = resource.spec
-        unit = spec.get("unit")
-        status = _status(host, unit)
-        self._forget_replaced(spec["name"], status)
-        ports = {p["name"]: int(p["port"]) for p in spec.get("ports", [])}
-        probes = self._probes(spec, ports, status, now)
+    def _instance(self, resource: PlanResource, host: Host, now: datetime, *, address: str) -> Instance:
+        spec = resource.typed_service
+        status = _status(host, spec.unit)
+        self._forget_replaced(spec.name, status)
+        ports = {p.name: p.port for p in spec.ports}
+        probes = self._probes(spec, ports, status, now, address=address)
         listening = listening_ports(status.pid, set(ports.values())) if status.pid and ports else set()
-        if probes.get("liveness", {}).get("ok") is False and unit and status.active:
-            self._restart(host, unit)
-            self.tracker.forget(spec["name"])
-            status = _status(host, unit)
-            self.pids[spec["name"]] = status.pid
-        ready, since = self._readiness(spec, status, probes)
-        instance: JsonObject = {
-            "service": spec["name"],
-            "state": _state(spec, status),
-            "pid": status.pid,
-            "version": spec.get("version"),
-            "ports": [_port(p, listening) for p in spec.get("ports", [])],
-            "ready": ready,
-            "readySince": since,
-            "probes": probes,
-            "restarts": status.restarts,
-        }
-        return instance | ({"unit": unit} if unit else {})
+        liveness = probes.get("liveness")
+        if liveness is not None and not liveness.ok and spec.unit and status.active:
+            self._restart(host, spec.unit)
+            self.tracker.forget(spec.name)
+            status = _status(host, spec.unit)
+            self.pids[spec.name] = status.pid
+        ready, since = _readiness(status, probes)
+        return Instance(
+            service=spec.name,
+            state=_state(spec, status),
+            ready=ready,
+            unit=spec.unit,
+            pid=status.pid,
+            version=spec.version,
+            ports=tuple(PortStatus(p.name, p.port, p.protocol, p.port in listening) for p in spec.ports),
+            ready_since=since,
+            probes=probes,
+            restarts=status.restarts,
+        )
 
     def _forget_replaced(self, service: str, status: UnitStatus) -> None:
         """Start the probe series afresh when the main process is not the one seen last time."""
@@ -69,34 +73,33 @@ class InstanceObserver:
         self.pids[service] = status.pid
 
     def _probes(
-        self, spec: Mapping[str, Any], ports: Mapping[str, int], status: UnitStatus, now: datetime
-    ) -> JsonObject:
-        results: JsonObject = {}
+        self,
+        spec: ServiceSpec,
+        ports: Mapping[str, int],
+        status: UnitStatus,
+        now: datetime,
+        *,
+        address: str,
+    ) -> dict[str, ProbeStatus]:
+        results: dict[str, ProbeStatus] = {}
         started = True
         for kind in PROBE_ORDER:
-            probe = spec.get("health", {}).get(kind)
+            probe = spec.health.get(kind)
             if probe is None:
                 continue
-            key = (spec["name"], kind)
+            key = (spec.name, kind)
             if not started:
-                results[kind] = {"ok": False, "message": "waiting for the startup probe", "since": None}
+                results[kind] = ProbeStatus(False, "waiting for the startup probe")
                 continue
             try:
-                result = run_probe(probe, ports=ports, unit_active=status.active)
+                result = run_probe(probe, ports=ports, unit_active=status.active, address=address)
             except PlumbError as exc:
                 result = ProbeResult(False, str(exc))
             self.tracker.record(key, probe, result, now, initial=kind == "liveness")
             ok, message, since = self.tracker.state(key)
-            results[kind] = {"ok": ok, "message": message, "since": format_time(since) if since else None}
+            results[kind] = ProbeStatus(ok, message, format_time(since) if since else None)
             started = started and (kind != "startup" or ok)
         return results
-
-    def _readiness(
-        self, spec: Mapping[str, Any], status: UnitStatus, probes: JsonObject
-    ) -> tuple[bool, str | None]:
-        if "readiness" in probes:
-            return bool(probes["readiness"]["ok"]) and status.active, probes["readiness"]["since"]
-        return status.active, None
 
     def _restart(self, host: Host, unit: str) -> None:
         try:
@@ -108,23 +111,22 @@ class InstanceObserver:
 
 def _status(host: Host, unit: str | None) -> UnitStatus:
     if not unit:
-        return UnitStatus(UnitState.UNKNOWN)
+        return UnitStatus(InstanceState.UNKNOWN)
     try:
         return host.runtime.status(unit)
     except (PlumbError, OSError):
-        return UnitStatus(UnitState.UNKNOWN)
+        return UnitStatus(InstanceState.UNKNOWN)
 
 
-def _state(spec: Mapping[str, Any], status: UnitStatus) -> str:
-    if spec.get("waitingFor") and not status.active:
-        return "waiting"
-    return status.state.value
+def _readiness(status: UnitStatus, probes: Mapping[str, ProbeStatus]) -> tuple[bool, str | None]:
+    """Ready when the readiness probe passes (or, without one, while the unit is active)."""
+    readiness = probes.get("readiness")
+    if readiness is not None:
+        return readiness.ok and status.active, readiness.since
+    return status.active, None
 
 
-def _port(port: Mapping[str, Any], listening: set[int]) -> JsonObject:
-    entry: JsonObject = {
-        "name": port["name"],
-        "port": int(port["port"]),
-        "listening": int(port["port"]) in listening,
-    }
-    return entry | ({"protocol": port["protocol"]} if "protocol" in port else {})
+def _state(spec: ServiceSpec, status: UnitStatus) -> InstanceState:
+    if spec.waiting_for and not status.active:
+        return InstanceState.WAITING
+    return status.state

@@ -35,14 +35,17 @@ from agent.host import fsops
 from agent.host.nginxctl import Nginx
 from agent.host.paths import Confinement
 from agent.loop.instances import InstanceObserver
-from agent.loop.report import build_report, substance
+from agent.loop.report import applied_record, build_report, substance
 from agent.loop.state import StateDir
 from agent.loop.sync import StateSync, open_repo
 from contract.crypto import SealingKey, SigningKey, VerifyKey
-from contract.documents import MAX_PLAN_BYTES, JsonObject, parse_json_document, sign_document
+from contract.defaults import MAX_PLAN_BYTES, REPORTS_PREFIX, STATE_BRANCH
+from contract.documents import JsonObject, parse_json_document, sign_document
 from contract.errors import ContractError, PathError, PermanentError, PlumbError, TemporaryError
 from contract.plan import Plan, format_time, verify_plan
+from contract.report import Rejected, Report
 from contract.transport.gitremote import Remote
+from contract.vocabulary import Outcome
 
 DEFAULT_HEARTBEAT = 30
 LOCAL_POLL = 0.02  # how often the state branch of a remote on this machine is looked at (a stat)
@@ -59,8 +62,8 @@ class AgentOptions:
     root: Path = Path("/")
     state_dir: Path = Path("/var/lib/plumb-agent")
     runtime: str = "systemd"
-    state_branch: str = "plumb/state"
-    reports_prefix: str = "plumb/reports/"
+    state_branch: str = STATE_BRANCH
+    reports_prefix: str = REPORTS_PREFIX
     ssh_key: Path | None = None
     known_hosts: Path | None = None
     interval: float = 15.0
@@ -260,46 +263,45 @@ class Agent:
                 plan = self._verify(document)
             except PermanentError as exc:
                 rejected = _rejection(document, str(exc))
-                log.warning(
-                    "plan rejected", node=self.options.node, serial=rejected["serial"], reason=str(exc)
-                )
+                log.warning("plan rejected", node=self.options.node, serial=rejected.serial, reason=str(exc))
         fresh_plan = plan is not None
         plan = plan or self._kept_plan()
         result = self.apply(plan) if plan is not None else None
-        report = self._report(plan, result, rejected)
-        pushed = self._maybe_push(report, plan, result, force=force_report)
-        self._keep(report, pushed=pushed)
+        report, signed = self._report(plan, result, rejected)
+        pushed = self._maybe_push(report, signed, plan, result, force=force_report)
+        self._keep(report, signed, pushed=pushed)
         ok = result.ok if result is not None else True
-        return CycleOutcome(
-            fetched, fresh_plan, ok and rejected is None, _reason(rejected), pushed, result, report
-        )
+        reason = rejected.reason if rejected is not None else None
+        return CycleOutcome(fetched, fresh_plan, ok and rejected is None, reason, pushed, result, signed)
 
     def _report(
-        self, plan: Plan | None, result: ApplyResult | None, rejected: JsonObject | None
-    ) -> JsonObject:
+        self, plan: Plan | None, result: ApplyResult | None, rejected: Rejected | None
+    ) -> tuple[Report, JsonObject]:
+        """The report, and its signed document."""
         now = self.clock()
         instances = self.observer.observe(plan, self.host_for(plan), now) if plan is not None else []
-        document = build_report(
+        report = build_report(
             node=self.options.node,
             now=now,
-            applied=self.state.load("applied"),
+            applied=applied_record(self.state.load("applied")),
             rejected=rejected,
             result=result,
             instances=instances,
             capabilities=self.capabilities(),
         )
-        return sign_document(document, self.signing_key)
+        return report, sign_document(report.to_document(), self.signing_key)
 
-    def _keep(self, report: JsonObject, *, pushed: bool) -> None:
+    def _keep(self, report: Report, signed: JsonObject, *, pushed: bool) -> None:
         """Keep the report in the state directory when it was pushed or says something new."""
         found = substance(report)
         if pushed or found != self.memory.saved:
-            self.state.save("report", report, durable=False)
+            self.state.save("report", signed, durable=False)
             self.memory.saved = found
 
     def _maybe_push(
         self,
-        report: JsonObject,
+        report: Report,
+        signed: JsonObject,
         plan: Plan | None,
         result: ApplyResult | None,
         *,
@@ -319,7 +321,7 @@ class Agent:
         if not due:
             return False
         try:
-            self.sync.push_report(report)
+            self.sync.push_report(signed)
         except PlumbError as exc:
             log.warning("report push failed; will retry", node=self.options.node, reason=str(exc))
             self.memory.push_failed = True
@@ -360,8 +362,8 @@ class Agent:
 
 def _log_result(node: str, plan: Plan, result: ApplyResult) -> None:
     """One line per apply that did something, one per failed resource (errors never hold secrets)."""
-    changed = [r.id for r in result.resources if r.change.outcome.value == "changed"]
-    failed = [r for r in result.resources if r.change.outcome.value == "failed"]
+    changed = [r.id for r in result.resources if r.change.outcome is Outcome.CHANGED]
+    failed = [r for r in result.resources if r.change.outcome is Outcome.FAILED]
     for entry in failed:
         log.error(
             "resource failed", node=node, serial=plan.serial, resource=entry.id, error=entry.change.error
@@ -378,18 +380,14 @@ def _log_result(node: str, plan: Plan, result: ApplyResult) -> None:
         )
 
 
-def _reason(rejected: JsonObject | None) -> str | None:
-    return None if rejected is None else str(rejected["reason"])
-
-
-def _rejection(document: JsonObject | None, reason: str | None) -> JsonObject:
+def _rejection(document: JsonObject | None, reason: str | None) -> Rejected:
     serial = document.get("serial") if document else None
     digest = document.get("digest") if document else None
-    return {
-        "serial": serial if isinstance(serial, int) else None,
-        "digest": digest if isinstance(digest, str) else None,
-        "reason": reason or "unknown",
-    }
+    return Rejected(
+        reason=reason or "unknown",
+        serial=serial if isinstance(serial, int) else None,
+        digest=digest if isinstance(digest, str) else None,
+    )
 
 
 def _paths(kind: str, spec: Any) -> list[str]:

@@ -16,8 +16,10 @@ import pygit2
 from jsonschema.exceptions import best_match
 
 from contract.crypto import VerifyKey
-from contract.documents import MAX_REPORT_BYTES, REPORT_KIND, parse_json_document, verify_document
+from contract.defaults import MAX_REPORT_BYTES, REPORT_KIND
+from contract.documents import parse_json_document, verify_document
 from contract.errors import ContractError
+from contract.report import parse_report
 from reconciler.core.compile import schemas
 from reconciler.core.decide.status import ReceivedReport
 
@@ -64,14 +66,15 @@ def read_reports(
 
 
 def read_report(repo: pygit2.Repository, *, node: str, tip: str, signing_key: str | None) -> ReceivedReport:
-    """One report, checked: shape, node name, and signature when the node has a key."""
+    """One report, checked (shape, node name, and signature when the node has a key) and parsed."""
     try:
         document = _load(repo, tip, node)
         if signing_key is not None:
             verify_document(document, VerifyKey.from_b64(signing_key), what=f"report of {node}")
+        report = parse_report(document)
     except ContractError as exc:
-        return ReceivedReport(node=node, document=None, problem=str(exc))
-    return ReceivedReport(node=node, document=document, verified=signing_key is not None)
+        return ReceivedReport(node=node, report=None, problem=str(exc))
+    return ReceivedReport(node=node, report=report, verified=signing_key is not None)
 
 
 def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import pygit2
 
-from contract.documents import MAX_PLAN_BYTES, parse_json_document
+from contract.defaults import MAX_PLAN_BYTES
+from contract.documents import parse_json_document
 from contract.errors import ContractError, PushRejected, TemporaryError, UsageError
 from contract.transport import gitremote
 

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.apply.converge import apply_plan
-from agent.apply.resources.base import Host, Outcome
+from agent.apply.resources.base import Host
 from agent.apply.runtimes.process import ProcessRuntime
 from agent.host.paths import Confinement
 from contract.plan import Plan, PlanResource
+from contract.vocabulary import Outcome
 from tests.support import resource
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from agent.host.probes import run_probe
+from contract.plan import parse_probe
 
 pytestmark = pytest.mark.integration
+NODE_ADDRESS = "127.0.0.2"  # a loopback address that is not 127.0.0.1
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -24,9 +26,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Quiet."""
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[int]:
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+def _serve(address: str) -> Iterator[int]:
+    httpd = http.server.HTTPServer((address, 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -34,6 +35,17 @@ def server() -> Iterator[int]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    yield from _serve("127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def node_server() -> Iterator[int]:
+    """A server bound to the node's address only, as `examples/minimal` binds its service."""
+    yield from _serve(NODE_ADDRESS)
 
 
 def _closed_port() -> int:
@@ -60,5 +72,49 @@ PROBES: list[tuple[str, Any, bool, bool]] = [
 @pytest.mark.parametrize(("name", "probe", "active", "ok"), PROBES, ids=[p[0] for p in PROBES])
 def test_probe(server: int, name: str, probe: Any, active: bool, ok: bool) -> None:
     """Each kind of probe passes and fails for the right reason."""
-    result = run_probe(probe(server), ports={"web": server}, unit_active=active)
+    result = run_probe(parse_probe(probe(server)), ports={"web": server}, unit_active=active)
     assert result.ok is ok, result.message
+
+
+ADDRESSED: list[tuple[str, Any, str, bool, str]] = [
+    # (name, probe (callable of the port), node address, expected ok, expected message)
+    (
+        "http knocks on the node address",
+        lambda port: {"http": {"port": port, "path": "/healthz"}},
+        NODE_ADDRESS,
+        True,
+        "GET http://127.0.0.2:{port}/healthz -> 200",
+    ),
+    (
+        "tcp knocks on the node address",
+        lambda port: {"tcp": {"port": port}},
+        NODE_ADDRESS,
+        True,
+        "tcp 127.0.0.2:{port} accepts connections",
+    ),
+    (
+        "default 127.0.0.1 misses a server bound to the node address",
+        lambda port: {"tcp": {"port": port}},
+        "127.0.0.1",
+        False,
+        "tcp 127.0.0.1:{port}: Connection refused",
+    ),
+    (
+        "an explicit host wins over the node address",
+        lambda port: {"http": {"port": port, "path": "/healthz", "host": NODE_ADDRESS}},
+        "127.0.0.1",
+        True,
+        "GET http://127.0.0.2:{port}/healthz -> 200",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "probe", "address", "ok", "message"), ADDRESSED, ids=[a[0] for a in ADDRESSED]
+)
+def test_probe_without_host_targets_the_node_address(
+    node_server: int, name: str, probe: Any, address: str, ok: bool, message: str
+) -> None:
+    """A probe without a host goes to the node's address, and its message names where it knocked."""
+    result = run_probe(parse_probe(probe(node_server)), ports={}, unit_active=True, address=address)
+    assert (result.ok, result.message) == (ok, message.format(port=node_server))

@@ -38,13 +38,13 @@ def eventually(check: Callable[[], Any], *, attempts: int = 600) -> Any:
 
 
 def web_service(
-    port: int, *, greeting: str = "hello", state: str = "running", **service: Any
+    port: int, *, greeting: str = "hello", state: str = "running", bind: str = "127.0.0.1", **service: Any
 ) -> list[dict[str, Any]]:
     unit = {
         "name": "web.service",
         "content": (
             "[Unit]\nDescription=test web server\n[Service]\n"
-            f"ExecStart={sys.executable} -m http.server {port} --bind 127.0.0.1\n"
+            f"ExecStart={sys.executable} -m http.server {port} --bind {bind}\n"
             f"Environment=GREETING={greeting}\nWorkingDirectory=/srv/web\nRestart=on-failure\n"
         ),
         "restartOn": ["/etc/plumb/web.conf"],
@@ -85,6 +85,17 @@ def test_unit_runs_is_probed_and_is_adopted_after_an_agent_restart(world: AgentW
     report = world.report()
     assert report["instances"][0]["pid"] == ready["pid"]
     assert {e["outcome"] for e in report["resources"]} == {"unchanged"}
+
+
+def test_probe_without_host_knocks_on_the_node_address(world: AgentWorld) -> None:
+    """A server bound to the node's address (not 127.0.0.1) turns ready: the probe goes where it listens."""
+    port = free_port()
+    world.publish(web_service(port, bind="127.0.0.2"), address="127.0.0.2")
+    agent = world.agent()
+    agent.run(once=True)
+    ready = eventually(lambda: (i := instance(world, agent))["ready"] and i)
+    assert ready["probes"]["readiness"]["message"] == f"GET http://127.0.0.2:{port}/ -> 200"
+    assert ready["ports"] == [{"name": "http", "port": port, "protocol": "http", "listening": True}]
 
 
 def test_content_and_restart_on_changes_restart_the_unit(world: AgentWorld) -> None:

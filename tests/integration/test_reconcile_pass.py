@@ -296,6 +296,26 @@ class TestPass:
         result = reconciler(origin, key, allow_rewind=True).reconcile(now=NOW)
         assert result.written is not None and plans(origin)["app-2"]["serial"] == 2
 
+    def test_plans_carry_the_node_address_and_change_with_it(
+        self, origin: pygit2.Repository, key: SigningKey
+    ) -> None:
+        """Each plan names its node's address (where probes knock); a moved node alone gets a new plan."""
+        reconciler(origin, key).reconcile(now=NOW)
+        before = plans(origin)
+        assert {n: p["address"] for n, p in before.items()} == {
+            "app-1": "10.0.0.1",
+            "app-2": "10.0.0.2",
+            "app-3": "10.0.0.3",
+            "edge-1": "10.0.0.100",
+        }
+        commit_files(origin, "main", {"nodes/app-2.yaml": node_doc("app-2", "app", 9)})
+        reconciler(origin, key).reconcile(now=NOW + timedelta(seconds=5))
+        after = plans(origin)
+        assert (after["app-2"]["address"], after["app-2"]["serial"]) == ("10.0.0.9", 2)
+        assert after["app-2"]["resources"] == before["app-2"]["resources"]
+        assert {n: after[n] for n in ("app-1", "app-3")} == {n: before[n] for n in ("app-1", "app-3")}
+        verify_document(after["app-2"], key.verify_key(), what="plan")
+
     def test_expiry_is_renewed_with_the_same_serial(self, origin: pygit2.Repository, key: SigningKey) -> None:
         """After half of planExpiry the plans are re-signed with a new expiry and the same serial."""
         reconciler(origin, key).reconcile(now=NOW)

@@ -57,8 +57,9 @@ def make_plan(
     heartbeat: int = 30,
     expires: datetime | None = None,
     commit: str = "a" * 40,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """A node plan, signed with `key` (unsigned when `key` is None)."""
+    """A node plan, signed with `key` (unsigned when `key` is None); `address` is the node's, if given."""
     entries = [copy.deepcopy(dict(r)) for r in resources]
     plan = {
         "apiVersion": "plumb/v1",
@@ -71,7 +72,7 @@ def make_plan(
         "heartbeat": heartbeat,
         "resources": entries,
         "digest": resources_digest(entries),
-    }
+    } | ({"address": address} if address is not None else {})
     return sign_document(plan, key) if key is not None else plan
 
 
@@ -186,3 +187,23 @@ class AgentWorld:
         )
         for directory in supervise.iterdir():
             runtime.stop(directory.name)
+
+
+def report_of(document: Mapping[str, Any]) -> Any:
+    """A typed report (`contract.report.Report`) from a partial report document: what a test leaves
+    out gets what an agent with nothing to say would send."""
+    from contract.report import parse_report
+
+    defaults: dict[str, Any] = {
+        "apiVersion": "plumb/v1",
+        "kind": "NodeReport",
+        "node": "web-1",
+        "time": "2026-01-01T00:00:00Z",
+        "agentVersion": "test",
+        "applied": None,
+        "resources": [],
+        "drift": [],
+        "instances": [],
+        "capabilities": [],
+    }
+    return parse_report(defaults | dict(document))

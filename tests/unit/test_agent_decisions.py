@@ -9,9 +9,11 @@ import pytest
 from agent.apply.resources.files import Wanted, file_differences
 from agent.apply.resources.services import hooks_for, transition
 from agent.apply.resources.units import Decision, UnitAction, decide
-from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.base import UnitStatus
 from agent.host.fsops import MISSING, Observed
 from agent.host.probes import ProbeResult, ProbeTracker, resolve_port
+from contract.plan import parse_probe
+from contract.vocabulary import InstanceState
 
 WANT = Wanted(b"a", 0o640, 0, 0)
 FILES = [
@@ -29,9 +31,9 @@ def test_file_differences(have: Observed, expected: tuple[str, ...]) -> None:
     assert file_differences(WANT, have) == expected
 
 
-RUNNING = UnitStatus(UnitState.RUNNING, 10, 0, True)
-STOPPED = UnitStatus(UnitState.STOPPED, None, 0, True)
-DISABLED = UnitStatus(UnitState.STOPPED, None, 0, False)
+RUNNING = UnitStatus(InstanceState.RUNNING, 10, 0, True)
+STOPPED = UnitStatus(InstanceState.STOPPED, None, 0, True)
+DISABLED = UnitStatus(InstanceState.STOPPED, None, 0, False)
 DECISIONS = [
     # (want running, want enabled, status, changed files, waiting for, expected actions, note)
     (True, True, RUNNING, (), (), (), "already running"),
@@ -105,7 +107,8 @@ SERIES = [
 def test_probe_thresholds(probe: dict[str, int], results: list[bool], states: list[bool]) -> None:
     """A probe's state flips only after failureThreshold failures or successThreshold successes in a row."""
     tracker = ProbeTracker()
-    seen = [tracker.record(("api", "readiness"), probe, ProbeResult(ok, ""), NOW) for ok in results]
+    spec = parse_probe(probe)
+    seen = [tracker.record(("api", "readiness"), spec, ProbeResult(ok, ""), NOW) for ok in results]
     assert seen == states
 
 

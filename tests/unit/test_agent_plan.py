@@ -75,3 +75,13 @@ def test_verified_plan_carries_its_resources() -> None:
     )
     assert (plan.serial, plan.commit, plan.heartbeat) == (5, "a" * 40, 30)
     assert [r.id for r in plan.resources] == ["file:/etc/plumb/a"]
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"), [(None, "127.0.0.1"), ("10.0.0.5", "10.0.0.5"), ("::1", "::1")]
+)
+def test_probe_address_defaults_to_loopback(address: str | None, expected: str) -> None:
+    """The plan's `address` is where probes without a host knock; a plan without one means 127.0.0.1."""
+    document = make_plan("web-1", [FILE], serial=5, key=KEY, expires=NOW + timedelta(days=1), address=address)
+    plan = verify_plan(document, key=KEY.verify_key(), node="web-1", last_serial=None, now=NOW)
+    assert plan.address == expected

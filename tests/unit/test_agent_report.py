@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from agent.loop.report import substance
+from contract.report import parse_report
 
 BASE: dict[str, Any] = {
+    "apiVersion": "plumb/v1",
+    "kind": "NodeReport",
     "node": "web-1",
     "time": "2026-11-22T08:00:00Z",
     "agentVersion": "0.1.0",
@@ -77,4 +80,4 @@ def test_substance(name: str, where: tuple[Any, ...], value: Any, changes: bool)
     for key in where[:-1]:
         target = target[key]
     target[where[-1]] = value
-    assert (substance(changed) != substance(BASE)) is changes
+    assert (substance(parse_report(changed)) != substance(parse_report(BASE))) is changes

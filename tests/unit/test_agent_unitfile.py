@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.base import UnitStatus
 from agent.apply.runtimes.systemd import status_from_show
 from agent.host.unitfile import ExecConfig, exec_config, parse_show, parse_timespan, should_restart
 from contract.errors import PermanentError
+from contract.vocabulary import InstanceState
 
 EXEC_CONFIGS = [
     # (unit file and drop-ins, expected)
@@ -93,14 +94,14 @@ def test_should_restart(policy: str, code: int | None, signal: int | None, expec
 SHOWS = [
     (
         "ActiveState=active\nSubState=running\nMainPID=812\nNRestarts=2\nUnitFileState=enabled\n",
-        UnitStatus(UnitState.RUNNING, 812, 2, True),
+        UnitStatus(InstanceState.RUNNING, 812, 2, True),
     ),
     (
         "ActiveState=inactive\nMainPID=0\nNRestarts=0\nUnitFileState=disabled\n",
-        UnitStatus(UnitState.STOPPED, None, 0, False),
+        UnitStatus(InstanceState.STOPPED, None, 0, False),
     ),
-    ("ActiveState=failed\nMainPID=0\nUnitFileState=\n", UnitStatus(UnitState.FAILED, None, 0, None)),
-    ("ActiveState=activating\nMainPID=77\n", UnitStatus(UnitState.STARTING, 77, 0, None)),
+    ("ActiveState=failed\nMainPID=0\nUnitFileState=\n", UnitStatus(InstanceState.FAILED, None, 0, None)),
+    ("ActiveState=activating\nMainPID=77\n", UnitStatus(InstanceState.STARTING, 77, 0, None)),
 ]
 
 

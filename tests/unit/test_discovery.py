@@ -11,6 +11,7 @@ from reconciler.core.compile.desired import SourceFile, compile_desired
 from reconciler.core.compile.model import Model
 from reconciler.core.decide.discovery import ready_services, waiting_for
 from reconciler.core.decide.status import ReceivedReport
+from tests.support import report_of
 from tests.unit.test_validate_cases import doc
 
 TEMPLATE = doc(
@@ -54,7 +55,7 @@ def model() -> Model:
 def reported(node: str, *instances: tuple[str, bool]) -> ReceivedReport:
     """A node's latest report listing (service, ready) instances."""
     listed = [{"service": service, "ready": ready, "state": "running"} for service, ready in instances]
-    return ReceivedReport(node=node, document={"node": node, "instances": listed}, verified=True)
+    return ReceivedReport(node=node, report=report_of({"node": node, "instances": listed}), verified=True)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ ROWS = [
     ),
     Row(
         "an unusable report (bad signature) has no instances",
-        (ReceivedReport(node="n1", document=None, problem="signature does not verify"),),
+        (ReceivedReport(node="n1", report=None, problem="signature does not verify"),),
         {"api": ["db", "cache"], "worker": ["api"]},
     ),
 ]

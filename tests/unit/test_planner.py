@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -354,3 +355,34 @@ def test_replanning_is_idempotent_and_serials_only_rise(
         old = first.plans.get(node)
         assert plan.serial == (old.serial + (node in second.changed) if old else 1)
     assert second.removed == frozenset(before) - frozenset(after)
+
+
+ADDRESS_CASES = [
+    # (name, previous address (None: no previous plan), address now, serial, address in the document)
+    ("first plan carries the address", None, "10.0.0.5", 1, "10.0.0.5"),
+    ("same address: plan kept", "10.0.0.5", "10.0.0.5", 1, "10.0.0.5"),
+    ("address changed: new serial", "10.0.0.5", "10.0.0.6", 2, "10.0.0.6"),
+    ("older plan without an address gets one", "", "10.0.0.5", 2, "10.0.0.5"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "now_address", "serial", "shown"), ADDRESS_CASES, ids=[c[0] for c in ADDRESS_CASES]
+)
+def test_plan_carries_the_node_address(
+    name: str, before: str | None, now_address: str, serial: int, shown: str
+) -> None:
+    """The node's address is in its plan; the plan changes only when the address does."""
+    nodes = {"n1": (res("a"),)}
+    previous = {}
+    if before is not None:
+        earlier = plan_fleet(
+            nodes=nodes, previous={}, settings=SETTINGS, commit=C1, now=T0, addresses={"n1": before}
+        )
+        previous = {"n1": replace(earlier.plans["n1"], address=before or None)}
+    fleet = plan_fleet(
+        nodes=nodes, previous=previous, settings=SETTINGS, commit=C2, now=T0, addresses={"n1": now_address}
+    )
+    plan = fleet.plans["n1"]
+    assert (plan.serial, plan.document()["address"]) == (serial, shown)
+    assert NodePlan.from_document(plan.document()) == plan

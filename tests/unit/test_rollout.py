@@ -25,6 +25,7 @@ from reconciler.core.decide.rollout import (
     step,
     step_service,
 )
+from tests.support import report_of
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
 SATURDAY = datetime(2026, 3, 7, 10, 0, tzinfo=UTC)
@@ -817,7 +818,7 @@ def test_settings_from_release(raw: dict[str, Any] | None, expected: RolloutSett
 
 def report(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "applied": {"serial": 7},
+        "applied": {"serial": 7, "commit": "c" * 40, "digest": "sha256:x", "at": "2026-03-02T09:00:00Z"},
         "rejected": None,
         "resources": [],
         "instances": [
@@ -843,13 +844,23 @@ FAILED_UNIT = [{"id": "unit:api.service", "outcome": "failed", "error": "exit 1"
         ("ready instance", report(), 7, on("1.5.0", 60)),
         (
             "no instance of the service",
-            report(instances=[{"service": "db", "ready": True}]),
+            report(instances=[{"service": "db", "state": "running", "ready": True}]),
             7,
             NodeObservation(online=True),
         ),
         (
             "unparsable readySince",
-            report(instances=[{"service": "api", "version": "1.5.0", "ready": True, "readySince": "soon"}]),
+            report(
+                instances=[
+                    {
+                        "service": "api",
+                        "state": "running",
+                        "version": "1.5.0",
+                        "ready": True,
+                        "readySince": "soon",
+                    }
+                ]
+            ),
             7,
             on("1.5.0", 60, since_known=False),
         ),
@@ -885,7 +896,7 @@ def test_observe(
 ) -> None:
     """A report becomes an observation; only failures of the current plan count against a batch."""
     found = observe(
-        document,
+        report_of(document) if document is not None else None,
         service="api",
         resource_ids={"unit:api.service", "service:api"},
         plan_serial=serial,

@@ -24,6 +24,7 @@ from reconciler.core.decide.status import (
     service_state,
     service_status,
 )
+from tests.support import report_of
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 SETTINGS = PlanSettings(("/etc",), 30, 86400)
@@ -71,7 +72,7 @@ def report(
             {"service": "api", "state": state, "ready": ready, "ports": [{"name": "http", "port": 8080}]}
         ],
     }
-    return ReceivedReport(node="web-1", document=document, verified=True)
+    return ReceivedReport(node="web-1", report=report_of(document), verified=True)
 
 
 # name, node, report, previous plan, expected state, inSync, pending actions
@@ -258,8 +259,8 @@ STOPPED_API = ServiceFacts(name="api", state="stopped", paused=False, version=No
 
 def on_node(node: str, *, ready: bool = True) -> ReceivedReport:
     """`report()` as node `node` sent it."""
-    document = dict(report(ready=ready).document or {})
-    return ReceivedReport(node, document | {"node": node}, verified=True)
+    document = report(ready=ready).report.to_document()
+    return ReceivedReport(node, report_of(document | {"node": node}), verified=True)
 
 
 def instance(
@@ -443,9 +444,9 @@ def test_versions_expected_per_node(
     """An instance is compared with the version its node should run, which a rollout may hold back."""
     reports = {}
     for node, version in zip(("a", "b"), versions, strict=True):
-        document = dict(report().document or {})
+        document = report().report.to_document()
         document["instances"] = [dict(document["instances"][0], version=version)]
-        reports[node] = ReceivedReport(node, document | {"node": node})
+        reports[node] = ReceivedReport(node, report_of(document | {"node": node}))
     document = service_status(service=API, endpoints=[], reports=reports, rollout=rollout)
     assert document["state"] == expected, document["reason"]
 
@@ -454,10 +455,12 @@ def test_a_process_restarted_after_a_crash_is_unhealthy_not_starting() -> None:
     """The agent gives a new process no readiness history, but its supervisor's restart count says it
     was up before: the instance is unhealthy (its service degraded), not merely on its way up."""
     crashed = report(ready=False)
-    document = dict(crashed.document or {})
+    document = crashed.report.to_document()
     document["instances"] = [dict(document["instances"][0], restarts=1)]
     facts = ServiceFacts(name="api", state="running", paused=False, version=None, nodes=("web-1",))
-    status = service_status(service=facts, endpoints=[], reports={"web-1": ReceivedReport("web-1", document)})
+    status = service_status(
+        service=facts, endpoints=[], reports={"web-1": ReceivedReport("web-1", report_of(document))}
+    )
     assert status["instances"][0]["seen"] == "unhealthy"
     fresh = service_status(service=facts, endpoints=[], reports={"web-1": crashed})
     assert fresh["instances"][0]["seen"] == "starting"

@@ -16,10 +16,11 @@ import zipfile
 from pathlib import Path
 from urllib.error import URLError
 
-from agent.apply.resources.base import Change, Host, Outcome, unchanged
+from agent.apply.resources.base import Change, Host, unchanged
 from agent.host import fsops
 from contract.errors import ContractError, PermanentError, TemporaryError
 from contract.plan import PlanResource
+from contract.vocabulary import Outcome
 
 MARKER = ".plumb-sha256"
 KEEP_PREVIOUS = 2

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.host.paths import Confinement
+from contract.vocabulary import Outcome
 
 if TYPE_CHECKING:
     from agent.apply.runtimes.base import Runtime
     from agent.host.nginxctl import Nginx
     from contract.crypto import SealingKey
-
-
-class Outcome(StrEnum):
-    """How converging a resource went."""
-
-    UNCHANGED = "unchanged"
-    CHANGED = "changed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)

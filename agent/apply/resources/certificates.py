@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from agent.apply.resources.base import Change, Host, Outcome, unchanged
+from agent.apply.resources.base import Change, Host, unchanged
 from agent.apply.resources.files import Wanted, ensure_file
 from contract.crypto import unseal
 from contract.errors import PermanentError
 from contract.plan import PlanResource
+from contract.vocabulary import Outcome
 
 
 def converge_certificate(resource: PlanResource, host: Host) -> Change:

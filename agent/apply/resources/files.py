@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.apply.resources.base import Change, Host, Outcome, parse_mode, unchanged
+from agent.apply.resources.base import Change, Host, parse_mode, unchanged
 from agent.host import fsops
 from contract.crypto import unseal
 from contract.errors import PermanentError
 from contract.plan import PlanResource
+from contract.vocabulary import Outcome
 
 
 @dataclass(frozen=True)

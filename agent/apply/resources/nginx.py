@@ -17,13 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.apply.resources.base import Change, Host, Outcome
+from agent.apply.resources.base import Change, Host
 from agent.apply.resources.files import Wanted, ensure_file
 from agent.apply.resources.units import restore
 from agent.host import fsops
 from agent.host.nginxctl import SITE_DIR, Nginx
 from contract.errors import PermanentError, PlumbError, TemporaryError
 from contract.plan import PlanResource
+from contract.vocabulary import Outcome
 
 BACKUP_DIR = "nginx-backups"
 

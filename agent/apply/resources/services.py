@@ -69,31 +69,31 @@ def run_hooks(
     resource: PlanResource, phase: str, state: MutableMapping[str, Any], *, cwd: str
 ) -> list[HookRun]:
     """Run the phase's hooks for a pending version transition, once; record what ran in `state`."""
-    spec = resource.spec
-    record = state.setdefault(spec["name"], {})
-    pending = transition(record, spec.get("version"))
-    if pending is None:
+    spec = resource.typed_service
+    record = state.setdefault(spec.name, {})
+    pending = transition(record, spec.version)
+    if pending is None or spec.version is None:
         return []
     previous, rollback = pending
-    progress = record.setdefault("pending", {"version": spec["version"], "done": []})
-    if progress.get("version") != spec["version"]:
+    progress = record.setdefault("pending", {"version": spec.version, "done": []})
+    if progress.get("version") != spec.version:
         progress.clear()
-        progress.update({"version": spec["version"], "done": []})
+        progress.update({"version": spec.version, "done": []})
     runs = []
     env = {
-        "PLUMB_SERVICE": spec["name"],
-        "PLUMB_VERSION": spec["version"],
+        "PLUMB_SERVICE": spec.name,
+        "PLUMB_VERSION": spec.version,
         "PLUMB_PREVIOUS_VERSION": previous or "",
     }
     for hook in hooks_for(phase, rollback=rollback):
         if hook in progress["done"]:
             continue
-        for command in spec.get("hooks", {}).get(hook, []):
+        for command in spec.hooks.get(hook, ()):
             ok, output = run_command(command, env, cwd)
-            runs.append(HookRun(spec["name"], hook, spec["version"], ok, output))
+            runs.append(HookRun(spec.name, hook, spec.version, ok, output))
             if not ok:
                 return runs
         progress["done"].append(hook)
     if phase == "post":
-        state[spec["name"]] = {"version": spec["version"], "previous": previous}
+        state[spec.name] = {"version": spec.version, "previous": previous}
     return runs

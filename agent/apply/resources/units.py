@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agent.apply.resources.base import Change, Host, Outcome
+from agent.apply.resources.base import Change, Host
 from agent.apply.resources.files import Wanted, ensure_file
 from agent.apply.runtimes.base import UnitStatus
 from agent.host import fsops
 from contract.errors import PermanentError
 from contract.plan import PlanResource
+from contract.vocabulary import Outcome
 
 UNIT_DIR = "/etc/systemd/system"
 

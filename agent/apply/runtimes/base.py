@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
-
-class UnitState(StrEnum):
-    """A unit's state as reported (matches the report schema's instance states)."""
-
-    RUNNING = "running"
-    STARTING = "starting"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
+from contract.vocabulary import InstanceState
 
 
 @dataclass(frozen=True)
 class UnitStatus:
     """What a runtime knows about one unit now."""
 
-    state: UnitState
+    state: InstanceState  # a runtime never says `waiting`: only the instance view does
     pid: int | None = None
     restarts: int = 0
     enabled: bool | None = None
 
     @property
     def active(self) -> bool:
-        return self.state in (UnitState.RUNNING, UnitState.STARTING)
+        return self.state in (InstanceState.RUNNING, InstanceState.STARTING)
 
 
 class Runtime(Protocol):

@@ -27,16 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from agent.apply.runtimes import supervise
-from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.base import UnitStatus
 from agent.host import fsops
 from agent.host.paths import Confinement, inside
 from agent.host.unitfile import ExecConfig, exec_config
 from contract.errors import PermanentError, TemporaryError
+from contract.vocabulary import InstanceState
 
 UNIT_DIR = "/etc/systemd/system"
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 10.0
-_STATES = {"running": UnitState.RUNNING, "starting": UnitState.STARTING, "failed": UnitState.FAILED}
+_STATES = {
+    "running": InstanceState.RUNNING,
+    "starting": InstanceState.STARTING,
+    "failed": InstanceState.FAILED,
+}
 
 
 def process_alive(pid: int, marker: str) -> bool:
@@ -119,8 +124,8 @@ class ProcessRuntime:
         record = self._read(unit, "status.json") or {}
         if supervisor is None:
             failed = record.get("state") == "failed"
-            return UnitStatus(UnitState.FAILED if failed else UnitState.STOPPED, None, 0, enabled)
-        state = _STATES.get(record.get("state", "starting"), UnitState.STARTING)
+            return UnitStatus(InstanceState.FAILED if failed else InstanceState.STOPPED, None, 0, enabled)
+        state = _STATES.get(record.get("state", "starting"), InstanceState.STARTING)
         return UnitStatus(state, record.get("pid"), int(record.get("restarts", 0)), enabled)
 
     def _write_config(self, unit: str) -> str:

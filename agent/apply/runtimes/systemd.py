@@ -6,24 +6,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from agent.apply.runtimes.base import UnitState, UnitStatus
+from agent.apply.runtimes.base import UnitStatus
 from agent.host.unitfile import parse_show
 from contract.errors import TemporaryError
+from contract.vocabulary import InstanceState
 
 _ACTIVE = {
-    "active": UnitState.RUNNING,
-    "reloading": UnitState.RUNNING,
-    "activating": UnitState.STARTING,
-    "deactivating": UnitState.RUNNING,
-    "failed": UnitState.FAILED,
-    "inactive": UnitState.STOPPED,
+    "active": InstanceState.RUNNING,
+    "reloading": InstanceState.RUNNING,
+    "activating": InstanceState.STARTING,
+    "deactivating": InstanceState.RUNNING,
+    "failed": InstanceState.FAILED,
+    "inactive": InstanceState.STOPPED,
 }
 SHOW_PROPERTIES = "ActiveState,SubState,MainPID,NRestarts,UnitFileState"
 
 
 def status_from_show(fields: dict[str, str]) -> UnitStatus:
     """Pure: a UnitStatus from parsed `systemctl show` properties."""
-    state = _ACTIVE.get(fields.get("ActiveState", ""), UnitState.UNKNOWN)
+    state = _ACTIVE.get(fields.get("ActiveState", ""), InstanceState.UNKNOWN)
     pid = int(fields.get("MainPID", "0") or 0) or None
     restarts = int(fields.get("NRestarts", "0") or 0)
     file_state = fields.get("UnitFileState", "")

@@ -21,14 +21,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError, UsageError
 from reconciler.cli.commands.common import fail
 from reconciler.core.compile.model import seconds
 from reconciler.core.decide.status import ReceivedReport, age_seconds, live_node, service_summary
 from reconciler.drivers.reports import read_report
 
-DEFAULT_STATE_BRANCH = "plumb/state"
-DEFAULT_REPORTS_PREFIX = "plumb/reports/"
 DEFAULT_OFFLINE_AFTER = 120
 WATCH_PERIOD = 2.0
 JsonObject = dict[str, Any]
@@ -398,9 +397,9 @@ def _rollout(rollout: Mapping[str, Any] | None) -> RenderableType:
     help="table for people (colour on a terminal), json for machines.",
 )
 @click.option("--watch", is_flag=True, help=f"Redraw every {WATCH_PERIOD:.0f} s until Ctrl-C.")
-@click.option("--state-branch", default=DEFAULT_STATE_BRANCH, show_default=True, help="The state branch.")
+@click.option("--state-branch", default=STATE_BRANCH, show_default=True, help="The state branch.")
 @click.option(
-    "--reports-prefix", default=DEFAULT_REPORTS_PREFIX, show_default=True, help="Prefix of report branches."
+    "--reports-prefix", default=REPORTS_PREFIX, show_default=True, help="Prefix of report branches."
 )
 def status(
     repo_path: Path,

@@ -17,6 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from contract.vocabulary import DesiredState, ResourceKind
 from reconciler.core.compile.load import Document, PathKey
 from reconciler.core.compile.model import Model, Node, Release, Service, Trait, seconds
 from reconciler.core.compile.render import Calls, Lookups, functions, reads_node, render_value
@@ -24,8 +25,16 @@ from reconciler.core.compile.schemas import definition_validator, dotted, is_val
 from reconciler.core.findings import Finding
 
 _SERIALS = itertools.count(1)
-RESOURCE_KINDS = ("file", "directory", "unit", "nginx", "artifact", "certificate")
-KIND_RANK = {"directory": 0, "file": 1, "certificate": 2, "artifact": 3, "unit": 4, "nginx": 5, "service": 6}
+# apply order of kinds within a service: where things go, then what they hold, then what runs them
+KIND_RANK = {
+    ResourceKind.DIRECTORY: 0,
+    ResourceKind.FILE: 1,
+    ResourceKind.CERTIFICATE: 2,
+    ResourceKind.ARTIFACT: 3,
+    ResourceKind.UNIT: 4,
+    ResourceKind.NGINX: 5,
+    ResourceKind.SERVICE: 6,
+}
 UNIT_DIR = "/etc/systemd/system"
 NGINX_DIR = "/etc/nginx/conf.d"
 CERT_DIR = "/etc/plumb/certs"
@@ -36,7 +45,7 @@ class Piece:
     """One rendered, normalised resource of one service, before it is ordered on a node."""
 
     id: str
-    kind: str
+    kind: ResourceKind
     service: str
     spec: Mapping[str, Any]
     source: str
@@ -181,17 +190,23 @@ class _GroupBuilder:
         self, resources: Sequence[Mapping[str, Any]], doc: Document, context: Mapping[str, Any]
     ) -> None:
         for index, raw in enumerate(resources):
-            kind = next(iter(raw))
-            at: PathKey = ("spec", "resources", index, kind)
+            kind = ResourceKind(next(iter(raw)))  # the template schema allows only these keys
+            at: PathKey = ("spec", "resources", index, kind.value)
             secrets_before = self.calls.secret_reads
             spec, findings = render_value(raw[kind], context, doc, at)
             self.findings += findings
             if not findings:
                 self._add(kind, spec, doc, at, self.calls.secret_reads > secrets_before)
 
-    def _add(self, kind: str, spec: dict[str, Any], doc: Document, at: PathKey, uses_secret: bool) -> None:
+    def _add(
+        self, kind: ResourceKind, spec: dict[str, Any], doc: Document, at: PathKey, uses_secret: bool
+    ) -> None:
         path = spec.get("path")
-        if kind in ("file", "directory", "artifact") and isinstance(path, str) and not path.startswith("/"):
+        if (
+            kind in (ResourceKind.FILE, ResourceKind.DIRECTORY, ResourceKind.ARTIFACT)
+            and isinstance(path, str)
+            and not path.startswith("/")
+        ):
             self._finding(doc, (*at, "path"), f"{path!r} is not an absolute path", "path-not-allowed")
             return
         try:
@@ -223,17 +238,24 @@ class _GroupBuilder:
     def finish_own(self) -> None:
         """Defaults that need the whole group (restartOn), then the service entry itself."""
         watched = tuple(
-            p for piece in self.pieces if piece.kind in ("file", "certificate") for p in piece.paths
+            p
+            for piece in self.pieces
+            if piece.kind in (ResourceKind.FILE, ResourceKind.CERTIFICATE)
+            for p in piece.paths
         )
         # an artifact's own path is what the agent reports changed when it switches to a new version
-        watched += tuple(piece.spec["path"] for piece in self.pieces if piece.kind == "artifact")
+        watched += tuple(piece.spec["path"] for piece in self.pieces if piece.kind == ResourceKind.ARTIFACT)
         self.pieces = [_with_restart_on(piece, watched) for piece in self.pieces]
         template = self.model.templates[self.service.template]
         spec = self._service_spec(template.doc)  # ports and probes come from the template
-        self._add("service", spec, self.service.doc, ("metadata", "name"), False)  # the rest: the service
+        self._add(
+            ResourceKind.SERVICE, spec, self.service.doc, ("metadata", "name"), False
+        )  # the rest: the service
 
     def _service_spec(self, doc: Document) -> dict[str, Any]:
-        units = [p.spec["name"] for p in self.pieces if p.kind == "unit" and "dropIn" not in p.spec]
+        units = [
+            p.spec["name"] for p in self.pieces if p.kind == ResourceKind.UNIT and "dropIn" not in p.spec
+        ]
         spec: dict[str, Any] = {
             "name": self.service.name,
             "state": self.service.state,
@@ -328,7 +350,7 @@ def _unit(builder: _GroupBuilder, spec: dict[str, Any]) -> dict[str, Any]:
                 raise _Invalid((key,), f"a drop-in has no {key} of its own; set it on {spec['name']}")
         return spec
     spec.setdefault("state", builder.service.state)
-    spec.setdefault("enabled", spec["state"] == "running")
+    spec.setdefault("enabled", spec["state"] == DesiredState.RUNNING)
     if isinstance(spec["enabled"], str):
         spec["enabled"] = spec["enabled"].strip().lower() in ("true", "yes", "1", "on")
     return spec
@@ -366,18 +388,18 @@ def _service(builder: _GroupBuilder, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 NORMALISE = {
-    "file": _file,
-    "directory": _directory,
-    "unit": _unit,
-    "nginx": _nginx,
-    "artifact": _artifact,
-    "certificate": _certificate,
-    "service": _service,
+    ResourceKind.FILE: _file,
+    ResourceKind.DIRECTORY: _directory,
+    ResourceKind.UNIT: _unit,
+    ResourceKind.NGINX: _nginx,
+    ResourceKind.ARTIFACT: _artifact,
+    ResourceKind.CERTIFICATE: _certificate,
+    ResourceKind.SERVICE: _service,
 }
 
 
 def _with_restart_on(piece: Piece, watched: tuple[str, ...]) -> Piece:
-    if piece.kind != "unit" or "dropIn" in piece.spec or "restartOn" in piece.spec or not watched:
+    if piece.kind != ResourceKind.UNIT or "dropIn" in piece.spec or "restartOn" in piece.spec or not watched:
         return piece
     return Piece(
         piece.id,
@@ -395,18 +417,18 @@ def _with_restart_on(piece: Piece, watched: tuple[str, ...]) -> Piece:
 
 def identity(kind: str, spec: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     """A resource's id and the host paths it writes."""
-    if kind in ("file", "directory", "artifact"):
+    if kind in (ResourceKind.FILE, ResourceKind.DIRECTORY, ResourceKind.ARTIFACT):
         return f"{kind}:{spec['path']}", (spec["path"],)
-    if kind == "unit":
+    if kind == ResourceKind.UNIT:
         if "dropIn" in spec:
             path = f"{UNIT_DIR}/{spec['name']}.d/{spec['dropIn']}"
-            return f"unit:{spec['name']}/{spec['dropIn']}", (path,)
-        return f"unit:{spec['name']}", (f"{UNIT_DIR}/{spec['name']}",)
-    if kind == "nginx":
-        return f"nginx:{spec['site']}", (f"{NGINX_DIR}/{spec['site']}.conf",)
-    if kind == "certificate":
-        return f"certificate:{spec['name']}", (spec["certPath"], spec["keyPath"])
-    return f"service:{spec['name']}", ()
+            return f"{kind}:{spec['name']}/{spec['dropIn']}", (path,)
+        return f"{kind}:{spec['name']}", (f"{UNIT_DIR}/{spec['name']}",)
+    if kind == ResourceKind.NGINX:
+        return f"{kind}:{spec['site']}", (f"{NGINX_DIR}/{spec['site']}.conf",)
+    if kind == ResourceKind.CERTIFICATE:
+        return f"{kind}:{spec['name']}", (spec["certPath"], spec["keyPath"])
+    return f"{ResourceKind.SERVICE}:{spec['name']}", ()
 
 
 def certificate_paths(name: str) -> dict[str, str]:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
+from contract.vocabulary import DesiredState
 from reconciler.core.compile.load import Document
 
 DEFAULT_ALLOWED_PATHS = (
@@ -47,8 +49,8 @@ class Repository:
     """Fleet-wide settings from `plumb.yaml` (defaults when there is none)."""
 
     name: str = "fleet"
-    state_branch: str = "plumb/state"
-    reports_prefix: str = "plumb/reports/"
+    state_branch: str = STATE_BRANCH
+    reports_prefix: str = REPORTS_PREFIX
     allowed_paths: tuple[str, ...] = DEFAULT_ALLOWED_PATHS
     heartbeat: int = 30
     offline_after: int = 120
@@ -187,8 +189,8 @@ def repository_from(doc: Document) -> Repository:
     }
     return Repository(
         name=doc.name or "fleet",
-        state_branch=spec.get("stateBranch", "plumb/state"),
-        reports_prefix=spec.get("reportsPrefix", "plumb/reports/"),
+        state_branch=spec.get("stateBranch", STATE_BRANCH),
+        reports_prefix=spec.get("reportsPrefix", REPORTS_PREFIX),
         allowed_paths=tuple(spec.get("allowedPaths", DEFAULT_ALLOWED_PATHS)),
         heartbeat=seconds(spec.get("heartbeat"), 30),
         offline_after=seconds(spec.get("offlineAfter"), 120),
@@ -256,7 +258,7 @@ def service_from(doc: Document) -> Service:
         spec.get("params") or {},
         _placement(spec.get("placement")),
         tuple(spec.get("dependsOn") or ()),
-        spec.get("state", "running"),
+        spec.get("state", DesiredState.RUNNING),
         bool(spec.get("paused", False)),
         traits,
         doc,

@@ -17,7 +17,6 @@ from reconciler.core.compile.load import Document
 from reconciler.core.findings import Finding
 
 KINDS = ("Repository", "Node", "Template", "Trait", "Service", "Release", "Certificate", "Secret")
-API_VERSION = "plumb/v1"
 _MAX_SHOWN = 60
 _ANNOTATIONS = {"description", "default", "title", "examples", "$comment"}
 

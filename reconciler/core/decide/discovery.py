@@ -11,11 +11,11 @@ from reconciler.core.decide.status import ReceivedReport
 def ready_services(reports: Mapping[str, ReceivedReport], *, reachable: Collection[str]) -> frozenset[str]:
     """Services with at least one instance reported ready by a node that is not offline."""
     return frozenset(
-        str(instance.get("service"))
+        instance.service
         for node, report in reports.items()
         if node in reachable
         for instance in report.instances
-        if instance.get("ready")
+        if instance.ready
     )
 
 

@@ -1,6 +1,7 @@
 """The planner: each node's rendered resources and its previous plan in, the node's next plan out.
 
-A plan changes only when the node's work changes (its resources, `allowedPaths` or `heartbeat`):
+A plan changes only when the node's work changes (its resources, `allowedPaths`, `heartbeat` or the
+node's `address`, which probes knock on):
 then `serial` rises by one and `source.commit` becomes the desired commit being reconciled.
 Otherwise the previous plan is kept as it is, except that `expires` is renewed once less than half
 of `planExpiry` is left. Nothing here signs, reads Git or looks at the clock: `now` is an argument.
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from contract.documents import API_VERSION, PLAN_KIND, resources_digest
+from contract.defaults import API_VERSION, PLAN_KIND
+from contract.documents import resources_digest
 from contract.errors import ContractError, PlumbError
+from contract.vocabulary import ResourceKind
 from reconciler.core.compile.desired import RenderedResource
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -68,10 +71,11 @@ class NodePlan:
     heartbeat: int
     resources: tuple[Mapping[str, Any], ...]
     digest: str
+    address: str | None = None  # the node's `spec.address`: where its endpoints are published
 
     def document(self) -> JsonObject:
         """The plan as `schemas/plan.schema.json` has it, without a signature."""
-        return {
+        document: JsonObject = {
             "apiVersion": API_VERSION,
             "kind": PLAN_KIND,
             "node": self.node,
@@ -83,6 +87,7 @@ class NodePlan:
             "resources": [dict(entry) for entry in self.resources],
             "digest": self.digest,
         }
+        return document | ({"address": self.address} if self.address is not None else {})
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> NodePlan:
@@ -97,16 +102,18 @@ class NodePlan:
                 heartbeat=int(document["heartbeat"]),
                 resources=tuple(document["resources"]),
                 digest=str(document["digest"]),
+                address=str(document["address"]) if "address" in document else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ContractError(f"plan is malformed: {exc!r}") from exc
 
     def same_work(self, other: NodePlan) -> bool:
         """True when both plans ask the node for the same thing."""
-        return (self.digest, self.allowed_paths, self.heartbeat) == (
+        return (self.digest, self.allowed_paths, self.heartbeat, self.address) == (
             other.digest,
             other.allowed_paths,
             other.heartbeat,
+            other.address,
         )
 
 
@@ -185,7 +192,7 @@ class PlanCache:
         secrets: SecretValues | None = None,
     ) -> JsonObject | None:
         """The entry of a secret-bearing resource for one node, or None when it cannot be sealed."""
-        if sealer is None or resource.kind != "file" or "content" not in resource.spec:
+        if sealer is None or resource.kind != ResourceKind.FILE or "content" not in resource.spec:
             return None
         hit = self.sealed.get((id(resource), node))
         if hit is not None and hit[0] is resource and hit[1] == (sealer, secrets):
@@ -287,6 +294,7 @@ def plan_node(
     commit: str,
     now: datetime,
     digest: str | None = None,
+    address: str | None = None,
 ) -> NodePlan:
     """The node's next plan: the previous one if its work is unchanged (renewed if near expiry)."""
     candidate = NodePlan(
@@ -298,6 +306,7 @@ def plan_node(
         heartbeat=settings.heartbeat,
         resources=tuple(entries),
         digest=digest if digest is not None else resources_digest(entries),
+        address=address,
     )
     if previous is None or not previous.same_work(candidate):
         return candidate
@@ -325,6 +334,7 @@ def _replace_expires(plan: NodePlan, expires: str) -> NodePlan:
         heartbeat=plan.heartbeat,
         resources=plan.resources,
         digest=plan.digest,
+        address=plan.address,
     )
 
 
@@ -338,8 +348,11 @@ def plan_fleet(
     cache: PlanCache | None = None,
     sealers: Mapping[str, Sealer] | None = None,
     secrets: SecretValues | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> FleetPlan:
     """Plan every node of the desired state; nodes that left it are `removed`.
+
+    `addresses` gives each node's `spec.address`, which its plan carries for probes without a host.
 
     Secret-bearing resources are sealed with the node's sealer; one that cannot be sealed (no
     sealing key, or a kind without a sealed form) is withheld from the plan, never sent in clear.
@@ -360,6 +373,7 @@ def plan_fleet(
             commit=commit,
             now=now,
             digest=cache.digest(node, entries),
+            address=(addresses or {}).get(node),
         )
     cache.keep_only(list(nodes.values()))
     changed = frozenset(n for n, plan in plans.items() if previous.get(n) is not plan)

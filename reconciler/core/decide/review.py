@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.vocabulary import DesiredState, ResourceKind
 from reconciler.core.compile.desired import RenderedResource
 from reconciler.core.compile.model import Model
 from reconciler.core.decide.planner import plan_entry
@@ -101,13 +102,13 @@ def _handler_actions(
     entry = new if new is not None else old
     assert entry is not None
     kind = entry.get("kind")
-    if kind == "nginx":
+    if kind == ResourceKind.NGINX:
         return [Action(ActionKind.RELOAD, "nginx", f"site {entry['spec'].get('site')} changed")]
-    if kind == "unit":
+    if kind == ResourceKind.UNIT:
         return _unit_actions(ident, old, new)
-    if kind == "service":
+    if kind == ResourceKind.SERVICE:
         return _service_actions(old, new)
-    if kind in ("file", "artifact", "certificate") and new is not None:
+    if kind in (ResourceKind.FILE, ResourceKind.ARTIFACT, ResourceKind.CERTIFICATE) and new is not None:
         return _restart_dependants(ident, new, dependants)
     return []
 
@@ -118,7 +119,7 @@ def _unit_actions(ident: str, old: Entry | None, new: Entry | None) -> list[Acti
     if new is None:
         what = "drop-in removed" if spec.get("dropIn") else "unit removed"
         return [Action(ActionKind.RESTART if spec.get("dropIn") else ActionKind.STOP, unit, what)]
-    if spec.get("state") == "stopped":
+    if spec.get("state") == DesiredState.STOPPED:
         return []
     if old is None and not spec.get("dropIn"):
         return [Action(ActionKind.START, unit, "new unit")]
@@ -129,9 +130,9 @@ def _service_actions(old: Entry | None, new: Entry | None) -> list[Action]:
     was = (old or {}).get("spec", {}).get("state") if old else "absent"
     now = (new or {}).get("spec", {}).get("state") if new else "absent"
     name = str((new or old or {}).get("spec", {}).get("name"))
-    if was != "running" and now == "running":
+    if was != DesiredState.RUNNING and now == DesiredState.RUNNING:
         return [Action(ActionKind.START, name, f"desired state {now} (was {was})")]
-    if was == "running" and now != "running":
+    if was == DesiredState.RUNNING and now != DesiredState.RUNNING:
         return [Action(ActionKind.STOP, name, f"desired state {now} (was {was})")]
     return []
 
@@ -149,10 +150,14 @@ class _Dependants:
         of_service: dict[str, list[str]] = {}
         for entry in after.values():
             spec = entry.get("spec", {})
-            if entry.get("kind") == "unit" and spec.get("state") != "stopped":
+            if entry.get("kind") == ResourceKind.UNIT and spec.get("state") != DesiredState.STOPPED:
                 for path in spec.get("restartOn", ()):
                     on_path.setdefault(path, []).append(str(spec["name"]))
-            if entry.get("kind") == "service" and spec.get("unit") and spec.get("state") == "running":
+            if (
+                entry.get("kind") == ResourceKind.SERVICE
+                and spec.get("unit")
+                and spec.get("state") == DesiredState.RUNNING
+            ):
                 of_service.setdefault(str(entry.get("service")), []).append(str(spec["unit"]))
         return cls({k: tuple(v) for k, v in on_path.items()}, {k: tuple(v) for k, v in of_service.items()})
 
@@ -160,7 +165,7 @@ class _Dependants:
 def _restart_dependants(ident: str, new: Entry, dependants: _Dependants) -> list[Action]:
     """Units that name the changed file in restartOn, or run the service whose artifact changed."""
     units = list(dependants.on_path.get(new["spec"].get("path"), ()))
-    if new.get("kind") == "artifact":
+    if new.get("kind") == ResourceKind.ARTIFACT:
         units += dependants.of_service.get(str(new.get("service")), ())
     return [Action(ActionKind.RESTART, unit, f"{ident} changed") for unit in units]
 

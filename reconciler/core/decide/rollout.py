@@ -48,24 +48,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from contract.report import Report
+from contract.vocabulary import Phase
 from reconciler.core.compile.model import Model, seconds
 from reconciler.core.compile.versions import RangeError, Version
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_TIMEOUT = 600
 JsonObject = dict[str, Any]
-
-
-class Phase(enum.StrEnum):
-    PENDING = "pending"  # a rollout with no node to start on yet (all offline or cordoned)
-    PROGRESSING = "progressing"  # a batch is running
-    PAUSED = "paused"  # held by spec.paused
-    WAITING_WINDOW = "waiting-window"  # the next batch waits for the release window
-    WAITING_DEPENDENCY = "waiting-dependency"  # the next batch waits for a dependency to be healthy
-    SUCCEEDED = "succeeded"  # every batch passed (or nothing to roll out)
-    FAILED = "failed"  # a batch failed with onFailure: pause; nodes hold where they are
-    ROLLING_BACK = "rolling-back"  # a batch failed with onFailure: rollback; all nodes pinned back
-    ROLLED_BACK = "rolled-back"  # every moved node reports from_version again
 
 
 ACTIVE = frozenset(
@@ -588,7 +578,7 @@ def _wake_at(state: RolloutState, context: _Step) -> datetime | None:
 
 
 def observe(
-    report: Mapping[str, Any] | None,
+    report: Report | None,
     *,
     service: str,
     resource_ids: Collection[str],
@@ -596,40 +586,33 @@ def observe(
     online: bool,
     cordoned: bool,
 ) -> NodeObservation:
-    """A node's observation for one service from its latest report document (schemas/report.schema.json).
+    """A node's observation for one service from its latest report.
 
     An apply error counts only when it is about the node's current plan (`plan_serial`): a failed
     resource of the service in a report that applied it, or the plan rejected by the agent.
     """
     if report is None:
         return NodeObservation(online=online, cordoned=cordoned)
-    instance = next((i for i in report.get("instances") or () if i.get("service") == service), None) or {}
+    instance = report.instance(service)
     return NodeObservation(
         online=online,
         cordoned=cordoned,
-        version=_optional(instance.get("version")),
-        ready=bool(instance.get("ready")),
-        ready_since=_parse_lenient(instance.get("readySince")),
+        version=instance.version if instance else None,
+        ready=instance.ready if instance else False,
+        ready_since=_parse_lenient(instance.ready_since) if instance else None,
         apply_error=_apply_error(report, resource_ids, plan_serial),
     )
 
 
-def _apply_error(
-    report: Mapping[str, Any], resource_ids: Collection[str], plan_serial: int | None
-) -> str | None:
+def _apply_error(report: Report, resource_ids: Collection[str], plan_serial: int | None) -> str | None:
     if plan_serial is None:
         return None
-    rejected = report.get("rejected") or {}
-    if rejected.get("serial") == plan_serial:
-        return f"plan {plan_serial} rejected: {rejected.get('reason')}"
-    applied = report.get("applied") or {}
-    if applied.get("serial") != plan_serial:
+    rejected = report.rejected
+    if rejected is not None and rejected.serial == plan_serial:
+        return f"plan {plan_serial} rejected: {rejected.reason}"
+    if report.applied is None or report.applied.serial != plan_serial:
         return None
-    failed = [
-        f"{r.get('id')}: {r.get('error') or r.get('reason') or 'failed'}"
-        for r in report.get("resources") or ()
-        if r.get("outcome") == "failed" and r.get("id") in resource_ids
-    ]
+    failed = [f"{r.id}: {r.error or r.reason or 'failed'}" for r in report.failed() if r.id in resource_ids]
     return "; ".join(failed) or None
 
 

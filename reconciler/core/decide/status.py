@@ -15,6 +15,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contract.errors import ContractError
+from contract.report import Applied, Instance, Report
+from contract.vocabulary import (
+    AppState,
+    DesiredState,
+    InstanceState,
+    Phase,
+    ResourceKind,
+    ServiceState,
+)
+from contract.vocabulary import NodeState as NodeState  # re-exported: reconciler.reconcile imports it here
 from reconciler.core.compile.desired import Endpoint
 from reconciler.core.decide.planner import JsonObject, NodePlan, format_time, parse_time
 from reconciler.core.decide.review import Action, ActionKind, Entry, diff_entries
@@ -25,38 +35,31 @@ SERVICES_PREFIX = "status/services/"
 APPS_PREFIX = "status/apps/"
 
 
-class NodeState(enum.StrEnum):
-    ONLINE = "online"
-    OFFLINE = "offline"
-    CORDONED = "cordoned"
-
-
 @dataclass(frozen=True)
 class ReceivedReport:
-    """A node's latest report as read from its branch: the document if usable, and what was wrong."""
+    """A node's latest report as read from its branch: the typed report if usable, and what was wrong."""
 
     node: str
-    document: Mapping[str, Any] | None
+    report: Report | None
     verified: bool = False
     problem: str | None = None
 
     @property
     def time(self) -> datetime | None:
-        if self.document is None:
+        if self.report is None:
             return None
         try:
-            return parse_time(str(self.document.get("time")))
+            return parse_time(self.report.time)
         except ContractError:
             return None
 
     @property
-    def applied(self) -> Mapping[str, Any] | None:
-        applied = self.document.get("applied") if self.document else None
-        return applied if isinstance(applied, Mapping) else None
+    def applied(self) -> Applied | None:
+        return self.report.applied if self.report else None
 
     @property
-    def instances(self) -> Sequence[Mapping[str, Any]]:
-        return list(self.document.get("instances") or []) if self.document else []
+    def instances(self) -> tuple[Instance, ...]:
+        return self.report.instances if self.report else ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def liveness(
     """Online when the latest usable report is younger than `offlineAfter`; cordoned wins."""
     if cordoned:
         return NodeState.CORDONED, "cordoned in the desired state"
-    if report is None or report.document is None:
+    if report is None or report.report is None:
         return NodeState.OFFLINE, report.problem if report and report.problem else "no report yet"
     when = report.time
     if when is None or now - when > timedelta(seconds=offline_after):
@@ -109,14 +112,14 @@ def endpoints_from_reports(
         if node not in addresses:
             continue
         for instance in reports[node].instances:
-            for port in instance.get("ports") or []:
+            for port in instance.ports:
                 endpoint = Endpoint(
-                    service=str(instance.get("service")),
+                    service=instance.service,
                     node=node,
                     address=addresses[node],
-                    port_name=str(port.get("name")),
-                    port=int(port.get("port", 0)),
-                    healthy=bool(instance.get("ready")) and node in up,
+                    port_name=port.name,
+                    port=port.port,
+                    healthy=instance.ready and node in up,
                 )
                 found.setdefault(endpoint.service, []).append(endpoint)
     return {
@@ -142,7 +145,7 @@ def expand(baseline: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
     for ident, item in baseline.items():
         kind, _, identity = ident.partition(":")
         spec: dict[str, Any] = {"name": identity.split("/")[0]}
-        if kind == "unit" and "/" in identity:
+        if kind == ResourceKind.UNIT and "/" in identity:
             spec["dropIn"] = identity.split("/", 1)[1]
         if "state" in item:
             spec["state"] = item["state"]
@@ -167,10 +170,7 @@ def node_status(
     """
     state, reason = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
     applied = report.applied if report else None
-    in_sync = applied is not None and (applied.get("serial"), applied.get("digest")) == (
-        plan.serial,
-        plan.digest,
-    )
+    in_sync = applied is not None and (applied.serial, applied.digest) == (plan.serial, plan.digest)
     baseline = {} if in_sync else _baseline(plan, previous_plan, previous_status, applied)
     pending = (
         []
@@ -188,44 +188,53 @@ def node_status(
         "inSync": in_sync,
         "pending": [a.as_json() for a in _unique(pending)],
         "drift": _drift(report),
-        "rejected": report.document.get("rejected") if report and report.document else None,
+        "rejected": _rejected(report),
         "report": {"verified": report.verified, "problem": report.problem} if report else None,
     }
     if withheld:
         reason = "uses a secret but cannot be sealed to this node (no sealing key, or a kind without sealing)"
         document["withheld"] = [{"id": ident, "reason": reason} for ident in withheld]
     if not in_sync:
-        document["baseline"] = {"serial": applied.get("serial") if applied else None, "resources": baseline}
+        document["baseline"] = {"serial": applied.serial if applied else None, "resources": baseline}
     return document
 
 
 def _applied_entries(
     previous_plan: NodePlan | None,
-    applied: Mapping[str, Any] | None,
+    applied: Applied | None,
     baseline: Mapping[str, Mapping[str, Any]],
 ) -> list[Entry]:
     """The entries the node applied: the previous plan itself when it is the one, else the stored digests."""
-    if previous_plan is not None and applied is not None and previous_plan.serial == applied.get("serial"):
+    if previous_plan is not None and applied is not None and previous_plan.serial == applied.serial:
         return list(previous_plan.resources)
     return expand(baseline)
 
 
-def _applied_summary(applied: Mapping[str, Any] | None) -> JsonObject | None:
-    if not applied:
+def _applied_summary(applied: Applied | None) -> JsonObject | None:
+    if applied is None:
         return None
-    return {"serial": applied.get("serial"), "digest": applied.get("digest"), "ok": applied.get("ok", True)}
+    return {
+        "serial": applied.serial,
+        "digest": applied.digest,
+        "ok": True if applied.ok is None else applied.ok,
+    }
+
+
+def _rejected(report: ReceivedReport | None) -> JsonObject | None:
+    rejected = report.report.rejected if report and report.report else None
+    return rejected.to_document() if rejected else None
 
 
 def _baseline(
     plan: NodePlan,
     previous_plan: NodePlan | None,
     previous_status: Mapping[str, Any] | None,
-    applied: Mapping[str, Any] | None,
+    applied: Applied | None,
 ) -> dict[str, dict[str, Any]]:
     """What a node that is behind runs now, as far as we know: the plan whose serial it last applied."""
     if applied is None:
         return {}
-    serial = applied.get("serial")
+    serial = applied.serial
     if previous_plan is not None and previous_plan.serial == serial:
         return compact(previous_plan.resources)
     old = (previous_status or {}).get("baseline") or {}
@@ -237,29 +246,25 @@ def _baseline(
 
 
 def _failed(report: ReceivedReport | None) -> list[Action]:
-    if report is None or report.document is None:
+    if report is None or report.report is None:
         return []
-    failed = [r for r in report.document.get("resources") or [] if r.get("outcome") == "failed"]
-    return [
-        Action(ActionKind.UPDATE, str(r.get("id")), f"failed: {r.get('error') or r.get('reason')}")
-        for r in failed
-    ]
+    return [Action(ActionKind.UPDATE, r.id, f"failed: {r.error or r.reason}") for r in report.report.failed()]
 
 
 def _instance_actions(plan: NodePlan, report: ReceivedReport | None) -> list[Action]:
     """Start or stop services whose reported instance is not in the state the plan asks."""
-    if report is None or report.document is None:
+    if report is None or report.report is None:
         return []
-    reported = {str(i.get("service")): str(i.get("state")) for i in report.instances}
+    reported = {i.service: i.state for i in report.instances}
     actions = []
     for entry in plan.resources:
-        if entry["kind"] != "service" or entry["spec"]["name"] not in reported:
+        if entry["kind"] != ResourceKind.SERVICE or entry["spec"]["name"] not in reported:
             continue
-        name, want = entry["spec"]["name"], entry["spec"].get("state", "running")
+        name, want = entry["spec"]["name"], entry["spec"].get("state", DesiredState.RUNNING)
         have = reported[name]
-        if want == "running" and have in ("stopped", "failed"):
+        if want == DesiredState.RUNNING and have in (InstanceState.STOPPED, InstanceState.FAILED):
             actions.append(Action(ActionKind.START, name, f"instance is {have}, desired running"))
-        if want == "stopped" and have in ("running", "starting"):
+        if want == DesiredState.STOPPED and have in (InstanceState.RUNNING, InstanceState.STARTING):
             actions.append(Action(ActionKind.STOP, name, f"instance is {have}, desired stopped"))
     return actions
 
@@ -275,26 +280,9 @@ def _unique(actions: Sequence[Action]) -> list[Action]:
 
 
 def _drift(report: ReceivedReport | None) -> list[JsonObject]:
-    if report is None or report.document is None:
+    if report is None or report.report is None:
         return []
-    return [dict(d) for d in report.document.get("drift") or []]
-
-
-class ServiceState(enum.StrEnum):
-    PENDING = "pending"  # placed nowhere yet, or no node has reported an instance
-    DEPLOYING = "deploying"  # instances starting, on an older version, or a rollout under way
-    RUNNING = "running"  # every placed instance ready on the desired version
-    DEGRADED = "degraded"  # some instances ready, some unhealthy, failed or on offline nodes
-    FAILED = "failed"  # no instance ready and none on its way, or the rollout failed
-    STOPPED = "stopped"  # desired stopped, and stopped everywhere
-
-
-class AppState(enum.StrEnum):
-    PENDING = "pending"
-    DEPLOYING = "deploying"
-    RUNNING = "running"
-    PARTIALLY_DEGRADED = "partially-degraded"
-    FAILED = "failed"
+    return [d.to_document() for d in report.report.drift]
 
 
 class Seen(enum.StrEnum):
@@ -309,8 +297,10 @@ class Seen(enum.StrEnum):
     OFFLINE = "offline"
 
 
-# Rollout phases (reconciler.core.decide.rollout.Phase) during which the service is still being deployed.
-DEPLOYING_PHASES = frozenset({"pending", "progressing", "paused", "waiting-window", "rolling-back"})
+# Rollout phases during which the service is still being deployed.
+DEPLOYING_PHASES = frozenset(
+    {Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.WAITING_WINDOW, Phase.ROLLING_BACK}
+)
 
 
 def service_status(
@@ -369,7 +359,7 @@ def _expected(service: ServiceFacts, rollout: Mapping[str, Any] | None, node: st
     held = (rollout or {}).get("held") or {}
     if node in held:
         return replace(service, version=str(held[node]))
-    if rollout and rollout.get("phase") == "rolled-back" and rollout.get("from"):
+    if rollout and rollout.get("phase") == Phase.ROLLED_BACK and rollout.get("from"):
         return replace(service, version=str(rollout["from"]))
     return service
 
@@ -397,23 +387,23 @@ def _inferred_liveness(
 def classify(instance: Mapping[str, Any], *, desired: ServiceFacts, node: NodeState | None) -> Seen:
     """What one placed instance counts as for its service's state."""
     state = instance.get("state")
-    if state == "unknown" and not instance.get("ready"):
+    if state == InstanceState.UNKNOWN and not instance.get("ready"):
         return Seen.MISSING  # on a node that never reported it, online or not
     if node is NodeState.OFFLINE:
         return Seen.OFFLINE
-    if desired.state == "stopped":
-        return Seen.STOPPED if state in ("stopped", "failed") else Seen.STARTING
-    if state == "failed":
+    if desired.state == DesiredState.STOPPED:
+        return Seen.STOPPED if state in (InstanceState.STOPPED, InstanceState.FAILED) else Seen.STARTING
+    if state == InstanceState.FAILED:
         return Seen.FAILED
     if desired.version is not None and instance.get("version") not in (None, desired.version):
         return Seen.STARTING
     if instance.get("ready"):
         return Seen.READY
-    if state == "waiting" or not instance.get("wasReady"):
+    if state == InstanceState.WAITING or not instance.get("wasReady"):
         return Seen.STARTING  # never ready since it (re)started: on its way up
-    if state == "starting":
+    if state == InstanceState.STARTING:
         return Seen.UNHEALTHY  # was ready, now being restarted: it crashed
-    return Seen.STOPPED if state == "stopped" else Seen.UNHEALTHY
+    return Seen.STOPPED if state == InstanceState.STOPPED else Seen.UNHEALTHY
 
 
 def service_state(
@@ -422,14 +412,14 @@ def service_state(
     """A service's state from its placed instances, and a reason that holds no time."""
     if not seen:
         return ServiceState.PENDING, "placed on no node"
-    if service.state == "stopped":
+    if service.state == DesiredState.STOPPED:
         moving = _nodes_in(seen, Seen.STARTING, Seen.READY)
         return (
             (ServiceState.DEPLOYING, f"stopping on {_names(moving)}")
             if moving
             else (ServiceState.STOPPED, "stopped as desired")
         )
-    if rollout_phase == "failed":
+    if rollout_phase == Phase.FAILED:
         return ServiceState.FAILED, "the rollout failed"
     return _running_state(seen, rollout_phase)
 
@@ -465,21 +455,20 @@ def _described(seen: Mapping[str, Seen], nodes: Sequence[str]) -> str:
 
 
 def _instance(service: str, node: str, report: ReceivedReport | None) -> JsonObject:
-    found = [i for i in (report.instances if report else []) if i.get("service") == service]
-    if not found:
-        return {"node": node, "state": "unknown", "ready": False, "version": None}
-    instance = found[0]
-    readiness = (instance.get("probes") or {}).get("readiness") or {}
+    instance = report.report.instance(service) if report and report.report else None
+    if instance is None:
+        return {"node": node, "state": InstanceState.UNKNOWN, "ready": False, "version": None}
+    readiness = instance.probe("readiness")
     return {
         "node": node,
-        "state": instance.get("state", "unknown"),
-        "ready": bool(instance.get("ready")),
-        "version": instance.get("version"),
+        "state": instance.state,
+        "ready": instance.ready,
+        "version": instance.version,
         # a readiness probe that flipped has a `since`; one that never passed since (re)start has none;
         # a process its supervisor had to start again after a crash was up before, not on its way up
-        "wasReady": bool(instance.get("ready"))
-        or readiness.get("since") is not None
-        or int(instance.get("restarts") or 0) > 0,
+        "wasReady": instance.ready
+        or (readiness is not None and readiness.since is not None)
+        or instance.restarts > 0,
     }
 
 
@@ -557,7 +546,9 @@ def live_node(
             NodeState.OFFLINE.value,
             f"no report for more than {offline_after}s (not yet recorded)",
         )
-    applied = (report.applied if report is not None else None) or document.get("applied") or {}
+    applied = (
+        _applied_summary(report.applied if report is not None else None) or document.get("applied") or {}
+    )
     plan = document.get("plan") or {}
     return {
         "node": document.get("node"),
@@ -580,7 +571,7 @@ def service_summary(document: Mapping[str, Any]) -> JsonObject:
     endpoints = list(document.get("endpoints") or [])
     versions: dict[str, int] = {}
     for instance in document.get("instances") or []:
-        if instance.get("version") and instance.get("state") != "unknown":
+        if instance.get("version") and instance.get("state") != InstanceState.UNKNOWN:
             versions[str(instance["version"])] = versions.get(str(instance["version"]), 0) + 1
     return {
         **document,
