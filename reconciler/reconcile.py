@@ -47,7 +47,7 @@ from reconciler.core.decide.status import (
     source_status,
 )
 from reconciler.core.findings import Finding
-from reconciler.drivers.desired_source import read_commit_files
+from reconciler.drivers.desired_source import SourceCache, read_commit_files
 from reconciler.drivers.keys import Sealer, SecretValues, secrets_key
 from reconciler.drivers.reports import ReportCache, read_reports, report_tips
 from reconciler.drivers.statestore import Location, StateSnapshot, StateStore, current_target, state_json
@@ -209,6 +209,7 @@ class Reconciler:
     compile_cache: CompileCache = field(default_factory=CompileCache)
     plan_cache: PlanCache = field(default_factory=PlanCache)
     report_cache: ReportCache = field(default_factory=ReportCache)
+    source_cache: SourceCache = field(default_factory=SourceCache)
     state_branch: str = DEFAULT_STATE_BRANCH
     reports_prefix: str = DEFAULT_REPORTS_PREFIX
     _stores: dict[str, StateStore] = field(default_factory=dict, init=False)
@@ -298,7 +299,7 @@ class Reconciler:
         heartbeats) is not compiled again. An invalid commit runs no rollout step.
         """
         if self._compiled is None or self._compiled[0] != inputs.desired:
-            _, files = read_commit_files(self.location.repo, inputs.desired)
+            _, files = read_commit_files(self.location.repo, inputs.desired, cache=self.source_cache)
             self._compiled = (inputs.desired, files, *self._render(files, self._found))
         _, files, desired, used = self._compiled
         if not desired.ok or desired.model is None:

@@ -13,7 +13,12 @@ import click
 from contract.errors import PlumbError
 from reconciler.core.compile.desired import Desired, SourceFile, compile_desired
 from reconciler.core.findings import Finding
-from reconciler.drivers.desired_source import open_repository, read_commit_files, read_worktree_files
+from reconciler.drivers.desired_source import (
+    SourceCache,
+    open_repository,
+    read_commit_files,
+    read_worktree_files,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +42,8 @@ def read_source(path: Path, rev: str | None) -> list[SourceFile]:
     subdir = ""
     if workdir is not None and path.resolve() != workdir and workdir in path.resolve().parents:
         subdir = path.resolve().relative_to(workdir).as_posix()
-    return read_commit_files(repo, rev, subdir=subdir)[1]
+    # one commit read per command: its cache is this command's alone and ends with it
+    return read_commit_files(repo, rev, subdir=subdir, cache=SourceCache())[1]
 
 
 def load_desired(path: Path, rev: str | None) -> Desired:
