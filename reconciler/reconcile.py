@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -230,10 +229,7 @@ class Reconciler:
         refetched = False
         for attempt in range(MAX_ATTEMPTS):
             try:
-                result = self._attempt(now or datetime.now(UTC))
-                if not result.skipped:
-                    _settle_caches()
-                return result
+                return self._attempt(now or datetime.now(UTC))
             except PushRejected as exc:
                 log.info("state branch moved; re-reading", attempt=attempt + 1, reason=str(exc))
                 time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
@@ -609,17 +605,6 @@ def _settings(model: Model) -> PlanSettings:
         heartbeat=repository.heartbeat,
         plan_expiry=repository.plan_expiry,
     )
-
-
-def _settle_caches() -> None:
-    """Move what survived a pass (mostly caches) out of the cyclic collector's way.
-
-    A warm reconciler holds millions of cached objects; a full collection walking them all took a
-    fifth of a one-service pass at 1,000 nodes. Young garbage is collected first; the caches are
-    acyclic and still freed by reference counting when replaced.
-    """
-    gc.collect(1)
-    gc.freeze()
 
 
 def _service_facts(model: Model, name: str) -> ServiceFacts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from datetime import UTC, datetime
@@ -32,6 +33,18 @@ def _configure_logging() -> None:
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+
+
+def settle_caches() -> None:
+    """Move what survived a pass (mostly the reconciler's caches) out of the cyclic collector's way.
+
+    A warm reconciler holds millions of cached objects; a full collection walking them all took a
+    fifth of a one-service pass at 1,000 nodes. Young garbage is collected first; the caches are
+    acyclic and still freed by reference counting when replaced. This tunes the whole process, so
+    the process that runs pass after pass calls it (after each pass that did work), not the library.
+    """
+    gc.collect(1)
+    gc.freeze()
 
 
 def _summary(result: PassResult) -> str:
@@ -155,6 +168,7 @@ def _watch(reconciler: Reconciler, interval: float) -> None:
             log.exception("pass crashed")
         else:
             if not result.skipped:
+                settle_caches()
                 alarm.set(result.wake_at)  # a rollout gate, timeout, window or offline deadline
                 click.echo(_summary(result))
 
