@@ -50,20 +50,27 @@ def load_desired(path: Path, rev: str | None) -> Desired:
     return compile_desired(read_source(path, rev))
 
 
+def finding_lines(findings: Sequence[Finding], *, root: str = "") -> list[str]:
+    """Findings as people read them, one line each: `path:line:col: field: message [code]`.
+
+    `root` is put before each path (findings name files relative to the repository root)."""
+    return [f"{root}{finding}" for finding in findings]
+
+
 def print_findings(findings: Sequence[Finding], fmt: str, *, root: str = "") -> None:
     """Print findings as text (stderr-friendly lines), JSON, or GitHub annotations."""
     if fmt == "json":
         click.echo(json.dumps([f.as_json() for f in findings], indent=2))
         return
+    if fmt != "github":
+        for line in finding_lines(findings, root=root):
+            click.echo(line)
+        return
     for finding in findings:
-        path = f"{root}{finding.path}"
-        if fmt == "github":
-            level = "error" if finding.is_error else "warning"
-            title = f"{finding.field}: " if finding.field else ""
-            message = f"{title}{finding.message} [{finding.code}]".replace("%", "%25").replace("\n", "%0A")
-            click.echo(f"::{level} file={path},line={finding.line},col={finding.column}::{message}")
-        else:
-            click.echo(str(finding) if not root else f"{root}{finding}")
+        level = "error" if finding.is_error else "warning"
+        title = f"{finding.field}: " if finding.field else ""
+        message = f"{title}{finding.message} [{finding.code}]".replace("%", "%25").replace("\n", "%0A")
+        click.echo(f"::{level} file={root}{finding.path},line={finding.line},col={finding.column}::{message}")
 
 
 def fail(error: PlumbError) -> None:

@@ -12,7 +12,7 @@ import click
 import structlog
 
 from contract.errors import PlumbError, RewindRefused, TemporaryError
-from reconciler.cli.commands.common import fail
+from reconciler.cli.commands.common import fail, finding_lines
 from reconciler.core.compile.model import seconds
 from reconciler.drivers.keys import KEY_ENV, default_key_path, load_key
 from reconciler.drivers.statestore import LocalLocation, open_location
@@ -45,6 +45,14 @@ def settle_caches() -> None:
     """
     gc.collect(1)
     gc.freeze()
+
+
+def _report(result: PassResult) -> None:
+    """The pass in one line; after an invalid desired commit, every finding as `plumb validate` prints it."""
+    click.echo(_summary(result))
+    if not result.ok:
+        for line in finding_lines(result.findings):
+            click.echo(line)
 
 
 def _summary(result: PassResult) -> str:
@@ -123,7 +131,7 @@ def _once(reconciler: Reconciler) -> None:
     except PlumbError as error:
         fail(error)
         return
-    click.echo(_summary(result))
+    _report(result)
     sys.exit(0 if result.ok else 1)
 
 
@@ -170,7 +178,7 @@ def _watch(reconciler: Reconciler, interval: float) -> None:
             if not result.skipped:
                 settle_caches()
                 alarm.set(result.wake_at)  # a rollout gate, timeout, window or offline deadline
-                click.echo(_summary(result))
+                _report(result)
 
     location = reconciler.location
     if isinstance(location, LocalLocation):
