@@ -101,7 +101,9 @@ def reconcile(
 
     With a local bare repository, ref updates are watched and reconciled within a second; with a
     remote, the repository is fetched every --interval and on SIGHUP. A pass that changes nothing
-    writes nothing. Exit status (--once): 0 done, 1 error or invalid desired commit.
+    writes nothing. An invalid desired commit is recorded and its findings are printed after the
+    summary line, as `plumb validate` prints them. Exit status (--once): 0 done, 1 error or invalid
+    desired commit.
 
     \b
     Examples:
