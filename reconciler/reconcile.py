@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pygit2
 import structlog
@@ -76,8 +76,7 @@ class PassResult:
     wake_at: datetime | None = None  # when a pass with the same inputs could decide differently
 
 
-@dataclass(frozen=True, slots=True)
-class _PassKey:
+class _PassKey(NamedTuple):
     """Everything a pass reads from Git: two passes with equal keys decide alike (until `_Memo.until`)."""
 
     state_tip: str | None
@@ -216,8 +215,7 @@ class _ServiceIds:
         return hit.by_service.get(service, frozenset())
 
 
-@dataclass(frozen=True, slots=True)
-class _NodeStatusKey:
+class _NodeStatusKey(NamedTuple):
     """What a node's status document depends on, compared by value, besides its report."""
 
     facts: NodeFacts
@@ -274,8 +272,7 @@ class _NodeStatusMemo:
         return doc
 
 
-@dataclass(frozen=True, slots=True)
-class _ServiceStatusKey:
+class _ServiceStatusKey(NamedTuple):
     """What a service's status document depends on, compared by value, besides its nodes' reports."""
 
     facts: ServiceFacts

@@ -10,6 +10,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
 
@@ -39,8 +40,7 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     return commit
 
 
-@dataclass(frozen=True, slots=True)
-class _TreeKey:
+class _TreeKey(NamedTuple):
     """A tree of one repository read under one prefix (paths of its files start with the prefix)."""
 
     repo: str
@@ -48,8 +48,7 @@ class _TreeKey:
     prefix: str
 
 
-@dataclass(frozen=True, slots=True)
-class _DirectoryKey:
+class _DirectoryKey(NamedTuple):
     """A directory of one repository, whatever tree it held last."""
 
     repo: str

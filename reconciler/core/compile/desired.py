@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.core.compile.compose import (
     Group,
@@ -64,8 +64,7 @@ UNREADABLE = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _ServiceKey:
+class _ServiceKey(NamedTuple):
     """Everything one service's renders read besides endpoints, compared by value."""
 
     group: tuple[Any, ...]  # the render key of the service's own group
@@ -86,8 +85,7 @@ class _ServiceRenders:
     with_endpoints: tuple[GroupRender, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _LayoutKey:
+class _LayoutKey(NamedTuple):
     """What a node's layout depends on: the renders landing on it, in order, and the repository's rules."""
 
     renders: tuple[int, ...]  # GroupRender serials
