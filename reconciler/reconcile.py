@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pygit2
 import structlog
@@ -47,7 +46,7 @@ from reconciler.core.decide.status import (
     source_status,
 )
 from reconciler.core.findings import Finding
-from reconciler.drivers.desired_source import read_commit_files
+from reconciler.drivers.desired_source import SourceCache, read_commit_files
 from reconciler.drivers.keys import Sealer, SecretValues, secrets_key
 from reconciler.drivers.reports import ReportCache, read_reports, report_tips
 from reconciler.drivers.statestore import Location, StateSnapshot, StateStore, current_target, state_json
@@ -77,12 +76,25 @@ class PassResult:
     wake_at: datetime | None = None  # when a pass with the same inputs could decide differently
 
 
+class _PassKey(NamedTuple):
+    """Everything a pass reads from Git: two passes with equal keys decide alike (until `_Memo.until`)."""
+
+    state_tip: str | None
+    desired: str
+    report_tips: tuple[tuple[str, str], ...]
+    state_branch: str
+
+
 @dataclass(frozen=True)
 class _Memo:
-    """The inputs of the last pass that wrote nothing (or the state it wrote), to skip identical passes."""
+    """The last pass that wrote nothing (or the state it wrote), by what it read; one reading the
+    same before `until` would decide the same, so it is skipped."""
 
-    key: tuple[Any, ...]
+    key: _PassKey
     until: datetime
+
+    def covers(self, key: _PassKey, now: datetime) -> bool:
+        return self.key == key and now < self.until
 
 
 @dataclass
@@ -93,6 +105,11 @@ class _Inputs:
     desired: str
     tips: dict[str, str]
     source: Mapping[str, Any] | None
+
+    def key(self, state_branch: str, *, written: str | None = None) -> _PassKey:
+        """What was read, as a memo key; after a write, the state branch is at `written`."""
+        tips = tuple(sorted(self.tips.items()))
+        return _PassKey(written or self.snapshot.tip, self.desired, tips, state_branch)
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,19 @@ class _Discovered:
         return min(times) if times else None
 
 
+@dataclass
+class _Pass:
+    """One attempt at a pass, by name: what it read, its clock, the plans already on the state
+    branch, and what the latest reports say (`reports`, then `discovered`, both set by `_compile`
+    before anything is planned). The steps of an attempt read it; nothing of it outlives the attempt."""
+
+    inputs: _Inputs
+    now: datetime
+    previous: Mapping[str, NodePlan]
+    reports: Mapping[str, ReceivedReport] = field(default_factory=dict)
+    discovered: _Discovered = field(default_factory=_Discovered)
+
+
 @dataclass(frozen=True)
 class _Observed:
     """What one pass's rollout steps observe: the model, latest reports, previous plans, online nodes."""
@@ -135,38 +165,90 @@ class _Observed:
     online: frozenset[str]
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    """The last desired commit compiled, by its commit id: its files, and what compiling them gave
+    with the endpoints, waiting lists and pins of `rendered_with` (a pass that discovers the same
+    reuses it; a new commit is first rendered with them too)."""
+
+    commit: str
+    files: list[SourceFile]
+    desired: Desired
+    rendered_with: _Discovered
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanRead:
+    """A plan document on the state branch (read or just written) and the NodePlan it holds.
+
+    Kept by `id(document)`: the state store hands back the same document object for the same blob,
+    and holding the document here keeps its id from being reused by another object."""
+
+    document: Mapping[str, Any]
+    plan: NodePlan
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanServiceIds:
+    """The resource ids of each service in one plan object."""
+
+    plan: NodePlan
+    by_service: dict[str, frozenset[str]]
+
+
 class _ServiceIds:
-    """The resource ids of each service in a node's plan, kept while the plan object is the same."""
+    """The resource ids of each service in a node's plan, by node, kept while the plan object is the same."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[NodePlan, dict[str, frozenset[str]]]] = {}
+        self.entries: dict[str, _PlanServiceIds] = {}
 
     def of(self, node: str, plan: NodePlan | None, service: str) -> frozenset[str]:
         if plan is None:
             return frozenset()
         hit = self.entries.get(node)
-        if hit is None or hit[0] is not plan:
+        if hit is None or hit.plan is not plan:
             grouped: dict[str, set[str]] = {}
             for entry in plan.resources:
                 grouped.setdefault(str(entry.get("service")), set()).add(str(entry.get("id")))
-            hit = self.entries[node] = (plan, {k: frozenset(v) for k, v in grouped.items()})
-        return hit[1].get(service, frozenset())
+            hit = _PlanServiceIds(plan, {k: frozenset(v) for k, v in grouped.items()})
+            self.entries[node] = hit
+        return hit.by_service.get(service, frozenset())
 
 
-class _StatusMemo:
-    """Node status documents by what they depend on, so an unchanged node is not diffed again.
+class _NodeStatusKey(NamedTuple):
+    """What a node's status document depends on, compared by value, besides its report."""
+
+    facts: NodeFacts
+    state: Any  # its liveness and the resources withheld from its plan
+    plan_serial: int
+    plan_digest: str
+    plan_commit: str
+    applied: str  # "never applied" or "in sync"
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeStatusEntry:
+    """A node's status document, made from `key` and the report object `report` (by identity)."""
+
+    key: _NodeStatusKey
+    report: ReceivedReport | None
+    document: JsonObject
+
+
+class _NodeStatusMemo:
+    """Node status documents by node name, so an unchanged node is not diffed again.
 
     Only nodes that never applied a plan or are in sync are memoised: for a node that is behind,
     the document also depends on the plan it last applied, which is cheap enough to recompute.
     """
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[tuple[Any, ...], ReceivedReport | None, JsonObject]] = {}
+        self.entries: dict[str, _NodeStatusEntry] = {}
 
     @staticmethod
     def key(
         facts: NodeFacts, state: Any, plan: NodePlan, report: ReceivedReport | None
-    ) -> tuple[Any, ...] | None:
+    ) -> _NodeStatusKey | None:
         applied = report.applied if report is not None else None
         if applied is None:
             base = "never applied"
@@ -174,19 +256,66 @@ class _StatusMemo:
             base = "in sync"
         else:
             return None
-        return (facts, state, plan.serial, plan.digest, plan.commit, base)
+        return _NodeStatusKey(facts, state, plan.serial, plan.digest, plan.commit, base)
 
-    def get(self, name: str, key: tuple[Any, ...] | None, report: ReceivedReport | None) -> JsonObject | None:
+    def get(self, name: str, key: _NodeStatusKey | None, report: ReceivedReport | None) -> JsonObject | None:
         hit = self.entries.get(name)
-        if key is None or hit is None or hit[0] != key or hit[1] is not report:
+        if key is None or hit is None or hit.key != key or hit.report is not report:
             return None
-        return hit[2]
+        return hit.document
 
     def put(
-        self, name: str, key: tuple[Any, ...] | None, report: ReceivedReport | None, doc: JsonObject
+        self, name: str, key: _NodeStatusKey | None, report: ReceivedReport | None, doc: JsonObject
     ) -> JsonObject:
         if key is not None:
-            self.entries[name] = (key, report, doc)
+            self.entries[name] = _NodeStatusEntry(key, report, doc)
+        return doc
+
+
+class _ServiceStatusKey(NamedTuple):
+    """What a service's status document depends on, compared by value, besides its nodes' reports."""
+
+    facts: ServiceFacts
+    endpoints: tuple[Endpoint, ...]
+    liveness: tuple[NodeState | None, ...]  # of its nodes, in `facts.nodes` order
+    rollout: JsonObject | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ServiceStatusEntry:
+    """A service's status document, made from `key` and its nodes' report objects (by identity)."""
+
+    key: _ServiceStatusKey
+    reports: tuple[ReceivedReport | None, ...]
+    document: JsonObject
+
+
+class _ServiceStatusMemo:
+    """status/services/<name>.json by service name, reused while nothing it reads has changed."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _ServiceStatusEntry] = {}
+
+    def keep(self, services: Collection[str]) -> None:
+        """Forget services that left the desired state."""
+        self.entries = {name: hit for name, hit in self.entries.items() if name in services}
+
+    def get(
+        self, name: str, key: _ServiceStatusKey, reports: tuple[ReceivedReport | None, ...]
+    ) -> JsonObject | None:
+        hit = self.entries.get(name)
+        if (
+            hit is None
+            or hit.key != key
+            or not all(a is b for a, b in zip(hit.reports, reports, strict=True))
+        ):
+            return None
+        return hit.document
+
+    def put(
+        self, name: str, key: _ServiceStatusKey, reports: tuple[ReceivedReport | None, ...], doc: JsonObject
+    ) -> JsonObject:
+        self.entries[name] = _ServiceStatusEntry(key, reports, doc)
         return doc
 
 
@@ -200,6 +329,10 @@ class Reconciler:
     nothing serves yet and each service's next rollout step, renders with them, plans every node,
     derives the status documents (rollouts in `status/releases/`), and writes one commit with only
     the files that changed. A lost compare-and-swap race re-reads everything and tries again.
+
+    What one attempt reads and learns lives in a `_Pass`; what lives here is configuration, the
+    state stores, and the caches that make the next pass fast, each with a named entry type.
+    Process-wide settings (garbage-collector tuning) belong to the process running the passes.
     """
 
     location: Location
@@ -209,30 +342,25 @@ class Reconciler:
     compile_cache: CompileCache = field(default_factory=CompileCache)
     plan_cache: PlanCache = field(default_factory=PlanCache)
     report_cache: ReportCache = field(default_factory=ReportCache)
+    source_cache: SourceCache = field(default_factory=SourceCache)
     state_branch: str = DEFAULT_STATE_BRANCH
     reports_prefix: str = DEFAULT_REPORTS_PREFIX
     _stores: dict[str, StateStore] = field(default_factory=dict, init=False)
     _memo: _Memo | None = field(default=None, init=False)
-    _found: _Discovered = field(default_factory=_Discovered, init=False)
-    _node_memo: _StatusMemo = field(default_factory=lambda: _StatusMemo(), init=False)
+    _compiled: _Compiled | None = field(default=None, init=False)
+    _plans_read: dict[int, _PlanRead] = field(default_factory=dict, init=False)
+    _service_ids: _ServiceIds = field(default_factory=lambda: _ServiceIds(), init=False)
+    _node_status: _NodeStatusMemo = field(default_factory=lambda: _NodeStatusMemo(), init=False)
+    _service_status: _ServiceStatusMemo = field(default_factory=lambda: _ServiceStatusMemo(), init=False)
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
     _secrets: SecretValues | None = field(default=None, init=False)
-    _service_docs: dict[str, tuple[Any, tuple[ReceivedReport | None, ...], JsonObject]] = field(
-        default_factory=dict, init=False
-    )
-    _compiled: tuple[str, list[SourceFile], Desired, tuple[Any, ...]] | None = field(default=None, init=False)
-    _plans_read: dict[int, tuple[Mapping[str, Any], NodePlan]] = field(default_factory=dict, init=False)
-    _service_ids: _ServiceIds = field(default_factory=lambda: _ServiceIds(), init=False)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
         refetched = False
         for attempt in range(MAX_ATTEMPTS):
             try:
-                result = self._attempt(now or datetime.now(UTC))
-                if not result.skipped:
-                    _settle_caches()
-                return result
+                return self._attempt(now or datetime.now(UTC))
             except PushRejected as exc:
                 log.info("state branch moved; re-reading", attempt=attempt + 1, reason=str(exc))
                 time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
@@ -262,19 +390,18 @@ class Reconciler:
 
     def _attempt(self, now: datetime) -> PassResult:
         inputs = self._read_inputs()
-        key = (inputs.snapshot.tip, inputs.desired, tuple(sorted(inputs.tips.items())), self.state_branch)
-        if self._memo is not None and self._memo.key == key and now < self._memo.until:
+        if self._memo is not None and self._memo.covers(inputs.key(self.state_branch), now):
             return PassResult(desired=inputs.desired, skipped=True)
         self._check_forward(inputs)
-        previous = self._previous_plans(inputs.snapshot)
-        desired = self._compile(inputs, previous, now)
+        run = _Pass(inputs=inputs, now=now, previous=self._previous_plans(inputs.snapshot))
+        desired = self._compile(run)
         if not desired.ok or desired.model is None:
-            return self._write_invalid(inputs, desired, now)
+            return self._write_invalid(run, desired)
         repository = desired.model.repository
         if (repository.state_branch, repository.reports_prefix) != (self.state_branch, self.reports_prefix):
             self.state_branch, self.reports_prefix = repository.state_branch, repository.reports_prefix
             return self._attempt(now)
-        return self._write_valid(inputs, desired, previous, now)
+        return self._write_valid(run, desired)
 
     def _check_forward(self, inputs: _Inputs) -> None:
         last = inputs.source.get("commit") if inputs.source else None
@@ -291,38 +418,40 @@ class Reconciler:
                 f"{last[:12]}; refusing to rewind (use --allow-rewind)"
             )
 
-    def _compile(self, inputs: _Inputs, previous: Mapping[str, NodePlan], now: datetime) -> Desired:
+    def _compile(self, run: _Pass) -> Desired:
         """Compile the desired commit with what the reports decide (endpoints, waiting, rollout pins).
 
-        A commit already compiled with the same endpoints, waiting lists and pins (a pass woken by
-        heartbeats) is not compiled again. An invalid commit runs no rollout step.
+        A new commit is first rendered with what the last one was; a commit already compiled with
+        the same endpoints, waiting lists and pins (a pass woken by heartbeats) is not compiled
+        again. An invalid commit reads no report and runs no rollout step.
         """
-        if self._compiled is None or self._compiled[0] != inputs.desired:
-            _, files = read_commit_files(self.location.repo, inputs.desired)
-            self._compiled = (inputs.desired, files, *self._render(files, self._found))
-        _, files, desired, used = self._compiled
-        if not desired.ok or desired.model is None:
-            return desired
-        self._found = self._discover(desired.model, inputs, previous, now)
-        if self._found.render_key != used:
-            self._compiled = (inputs.desired, files, *self._render(files, self._found))
-        return self._compiled[2]
+        commit, compiled = run.inputs.desired, self._compiled
+        if compiled is None or compiled.commit != commit:
+            _, files = read_commit_files(self.location.repo, commit, cache=self.source_cache)
+            guess = compiled.rendered_with if compiled is not None else _Discovered()
+            compiled = self._compiled = self._render(commit, files, guess)
+        model = compiled.desired.model
+        if not compiled.desired.ok or model is None:
+            return compiled.desired
+        run.reports = self._reports(model, run.inputs)
+        run.discovered = self._discover(run, model)
+        if run.discovered.render_key != compiled.rendered_with.render_key:
+            compiled = self._compiled = self._render(commit, compiled.files, run.discovered)
+        return compiled.desired
 
-    def _render(self, files: list[SourceFile], found: _Discovered) -> tuple[Desired, tuple[Any, ...]]:
+    def _render(self, commit: str, files: list[SourceFile], found: _Discovered) -> _Compiled:
         desired = compile_desired(
             files, endpoints=found.endpoints, waiting=found.waiting, pins=found.pins, cache=self.compile_cache
         )
-        return desired, found.render_key
+        return _Compiled(commit=commit, files=files, desired=desired, rendered_with=found)
 
     def _reports(self, model: Model, inputs: _Inputs) -> dict[str, ReceivedReport]:
         keys = {name: node.signing_key for name, node in model.nodes.items()}
         return read_reports(self.location.repo, tips=inputs.tips, keys=keys, cache=self.report_cache)
 
-    def _discover(
-        self, model: Model, inputs: _Inputs, previous: Mapping[str, NodePlan], now: datetime
-    ) -> _Discovered:
-        reports = self._reports(model, inputs)
-        offline_after = model.repository.offline_after
+    def _discover(self, run: _Pass, model: Model) -> _Discovered:
+        """Endpoints, waiting lists and each service's next rollout step, from the pass's reports."""
+        reports, now, offline_after = run.reports, run.now, model.repository.offline_after
         states = {
             n: liveness(reports.get(n), cordoned=node.cordoned, now=now, offline_after=offline_after)[0]
             for n, node in model.nodes.items()
@@ -331,31 +460,29 @@ class Reconciler:
         addresses = {n: node.address for n, node in model.nodes.items()}
         # online for a rollout: reporting lately, cordoned or not (a cordoned node still gates its batch)
         online = frozenset(n for n in reachable if _reports_lately(reports.get(n), model, now))
-        facts = _Observed(model, reports, previous, online)
+        facts = _Observed(model, reports, run.previous, online)
         waiting = waiting_for(model, reports, reachable=reachable)
         return _Discovered(
             endpoints=endpoints_from_reports(reports, addresses=addresses, reachable=reachable),
             waiting=waiting,
             decisions={
-                name: self._rollout(name, inputs, facts, now, waiting.get(name, ()))
+                name: self._rollout(run, facts, name, waiting.get(name, ()))
                 for name in sorted(model.services)
             },
         )
 
-    def _rollout(
-        self, service: str, inputs: _Inputs, facts: _Observed, now: datetime, blocked_by: Sequence[str]
-    ) -> Decision:
+    def _rollout(self, run: _Pass, facts: _Observed, service: str, blocked_by: Sequence[str]) -> Decision:
         """The service's next rollout step, from its stored state and what its nodes report."""
         if facts.model.versions.get(service) is None:
             return Decision(None, {})  # no Release: nothing to roll out (and no document)
-        stored = self._store().try_load(inputs.snapshot, f"{RELEASES_PREFIX}{service}.json")
+        stored = self._store().try_load(run.inputs.snapshot, f"{RELEASES_PREFIX}{service}.json")
         started = _batch_started(stored)
         observations = {
             node: _not_before(self._observe(facts, service, node), started)
             for node in facts.model.placement.get(service, ())
         }
         return step_service(
-            facts.model, service, stored=stored, observations=observations, now=now, blocked_by=blocked_by
+            facts.model, service, stored=stored, observations=observations, now=run.now, blocked_by=blocked_by
         )
 
     def _observe(self, facts: _Observed, service: str, node: str) -> NodeObservation:
@@ -370,7 +497,8 @@ class Reconciler:
             cordoned=facts.model.nodes[node].cordoned,
         )
 
-    def _write_invalid(self, inputs: _Inputs, desired: Desired, now: datetime) -> PassResult:
+    def _write_invalid(self, run: _Pass, desired: Desired) -> PassResult:
+        inputs = run.inputs
         last_good = inputs.source.get("lastGood") if inputs.source else None
         document = source_status(
             commit=inputs.desired,
@@ -381,22 +509,20 @@ class Reconciler:
         )
         changes = self._diff_docs(inputs.snapshot, {SOURCE_PATH: document})
         message = f"Record invalid desired commit {inputs.desired[:12]}\n\nDesired-Commit: {inputs.desired}\n"
-        written = self._commit(inputs, changes, message, now) if changes else None
-        self._remember(inputs, written, until=now + timedelta(days=1))
+        written = self._commit(run, changes, message) if changes else None
+        self._remember(inputs, written, until=run.now + timedelta(days=1))
         log.warning("desired commit is invalid", commit=inputs.desired, findings=len(desired.findings))
         return PassResult(desired=inputs.desired, written=written, ok=False, findings=desired.findings)
 
-    def _write_valid(
-        self, inputs: _Inputs, desired: Desired, previous: Mapping[str, NodePlan], now: datetime
-    ) -> PassResult:
+    def _write_valid(self, run: _Pass, desired: Desired) -> PassResult:
         assert desired.model is not None
-        model = desired.model
+        model, inputs = desired.model, run.inputs
         fleet = plan_fleet(
             nodes=desired.nodes,
-            previous=previous,
+            previous=run.previous,
             settings=_settings(model),
             commit=inputs.desired,
-            now=now,
+            now=run.now,
             cache=self.plan_cache,
             sealers=self._sealers(model),
             secrets=self._secret_values(model),
@@ -407,19 +533,16 @@ class Reconciler:
         }
         plan_files = {f"plans/{n}.json": self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
         docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
-        reports = self._reports(model, inputs)
-        docs.update(
-            self._status_docs(inputs, model, fleet, previous, reports, now, warnings=desired.findings)
-        )
+        docs.update(self._status_docs(run, model, fleet, warnings=desired.findings))
         changes = self._diff_docs(inputs.snapshot, docs)
         changes.update(plan_files)
         changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
         written = None
         if changes:
-            written = self._commit(inputs, changes, _message(inputs.desired, changed_nodes), now)
+            written = self._commit(run, changes, _message(inputs.desired, changed_nodes))
             log.info("state written", commit=written, desired=inputs.desired, nodes=len(changed_nodes))
-        deadline = _next_deadline(model, fleet.plans, reports, now)
-        wake_at = min(deadline, self._found.wake_at or deadline)
+        deadline = _next_deadline(model, fleet.plans, run.reports, run.now)
+        wake_at = min(deadline, run.discovered.wake_at or deadline)
         self._remember(inputs, written, until=wake_at)
         return PassResult(
             desired=inputs.desired, written=written, changed_nodes=changed_nodes, wake_at=wake_at
@@ -453,7 +576,7 @@ class Reconciler:
         document["signature"] = {"key": self.key.public_b64(), "ed25519": self.key.sign_b64(payload)}
         data = state_json(document, encoded={"resources": texts})
         self._store().remember(str(pygit2.hash(data)), document)
-        self._plans_read[id(document)] = (document, plan)  # the next pass gets back this very NodePlan
+        self._plans_read[id(document)] = _PlanRead(document, plan)  # the next pass gets back this NodePlan
         return data
 
     def _signed_by_us(self, inputs: _Inputs, node: str) -> bool:
@@ -470,43 +593,38 @@ class Reconciler:
             if document is None:
                 continue
             hit = known.get(id(document))
-            plan = hit[1] if hit is not None and hit[0] is document else None
+            plan = hit.plan if hit is not None and hit.document is document else None
             with contextlib.suppress(ContractError):
                 plan = plan or NodePlan.from_document(document)
             if plan is not None:
                 plans[path[len("plans/") : -len(".json")]] = plan
-                self._plans_read[id(document)] = (document, plan)
+                self._plans_read[id(document)] = _PlanRead(document, plan)
         return plans
 
     def _status_docs(
-        self,
-        inputs: _Inputs,
-        model: Model,
-        fleet: FleetPlan,
-        previous: Mapping[str, NodePlan],
-        reports: Mapping[str, ReceivedReport],
-        now: datetime,
-        *,
-        warnings: tuple[Finding, ...],
+        self, run: _Pass, model: Model, fleet: FleetPlan, *, warnings: tuple[Finding, ...]
     ) -> dict[str, JsonObject | None]:
         """Every status document of this pass; those of nodes and services that left are deleted."""
         docs: dict[str, JsonObject | None] = {
-            f"status/nodes/{name}.json": self._node_doc(inputs, model, name, fleet, previous, reports, now)
-            for name in model.nodes
+            f"status/nodes/{name}.json": self._node_doc(run, model, fleet, name) for name in model.nodes
         }
-        releases = self._found.release_docs()
-        liveness = node_states(docs)
-        self._service_docs = {n: hit for n, hit in self._service_docs.items() if n in model.services}
+        releases = run.discovered.release_docs()
+        states = node_states(docs)
+        self._service_status.keep(model.services)
         for name in model.services:
             docs[f"{SERVICES_PREFIX}{name}.json"] = self._service_doc(
-                _service_facts(model, name), reports, liveness, releases.get(f"{RELEASES_PREFIX}{name}.json")
+                run, _service_facts(model, name), states, releases.get(f"{RELEASES_PREFIX}{name}.json")
             )
         docs.update(releases)
         docs.update(app_documents(docs[f"{SERVICES_PREFIX}{name}.json"] or {} for name in model.services))
         docs[SOURCE_PATH] = source_status(
-            commit=inputs.desired, branch=self.branch, findings=warnings, ok=True, last_good=inputs.desired
+            commit=run.inputs.desired,
+            branch=self.branch,
+            findings=warnings,
+            ok=True,
+            last_good=run.inputs.desired,
         )
-        for path in inputs.snapshot.files:
+        for path in run.inputs.snapshot.files:
             if (
                 path.startswith((NODES_PREFIX, SERVICES_PREFIX, APPS_PREFIX, RELEASES_PREFIX))
                 and path not in docs
@@ -515,59 +633,41 @@ class Reconciler:
         return docs
 
     def _service_doc(
-        self,
-        facts: ServiceFacts,
-        reports: Mapping[str, ReceivedReport],
-        liveness: Mapping[str, NodeState],
-        rollout: JsonObject | None,
+        self, run: _Pass, facts: ServiceFacts, states: Mapping[str, NodeState], rollout: JsonObject | None
     ) -> JsonObject:
         """status/services/<name>.json, reused while nothing it reads has changed."""
-        endpoints = tuple(self._found.endpoints.get(facts.name, ()))
-        seen = tuple(reports.get(n) for n in facts.nodes)
-        alive = tuple(liveness.get(n) for n in facts.nodes)
-        hit = self._service_docs.get(facts.name)
-        if (
-            hit is not None
-            and hit[0] == (facts, endpoints, alive, rollout)
-            and all(a is b for a, b in zip(hit[1], seen, strict=True))
-        ):
-            return hit[2]
+        endpoints = tuple(run.discovered.endpoints.get(facts.name, ()))
+        key = _ServiceStatusKey(facts, endpoints, tuple(states.get(n) for n in facts.nodes), rollout)
+        seen = tuple(run.reports.get(n) for n in facts.nodes)
+        cached = self._service_status.get(facts.name, key, seen)
+        if cached is not None:
+            return cached
         doc = service_status(
-            service=facts, endpoints=endpoints, reports=reports, nodes=liveness, rollout=rollout
+            service=facts, endpoints=endpoints, reports=run.reports, nodes=states, rollout=rollout
         )
-        self._service_docs[facts.name] = ((facts, endpoints, alive, rollout), seen, doc)
-        return doc
+        return self._service_status.put(facts.name, key, seen, doc)
 
-    def _node_doc(
-        self,
-        inputs: _Inputs,
-        model: Model,
-        name: str,
-        fleet: FleetPlan,
-        previous: Mapping[str, NodePlan],
-        reports: Mapping[str, ReceivedReport],
-        now: datetime,
-    ) -> JsonObject:
+    def _node_doc(self, run: _Pass, model: Model, fleet: FleetPlan, name: str) -> JsonObject:
         """One node's status, from the memo when nothing it depends on changed."""
         node, offline_after = model.nodes[name], model.repository.offline_after
         facts = NodeFacts(name=name, address=node.address, cordoned=node.cordoned)
-        plan, report, withheld = fleet.plans[name], reports.get(name), fleet.withheld.get(name, ())
-        state = liveness(report, cordoned=node.cordoned, now=now, offline_after=offline_after)
-        key = self._node_memo.key(facts, (state, withheld), plan, report)
-        cached = self._node_memo.get(name, key, report)
+        plan, report, withheld = fleet.plans[name], run.reports.get(name), fleet.withheld.get(name, ())
+        state = liveness(report, cordoned=node.cordoned, now=run.now, offline_after=offline_after)
+        key = _NodeStatusMemo.key(facts, (state, withheld), plan, report)
+        cached = self._node_status.get(name, key, report)
         if cached is not None:
             return cached
         document = node_status(
             node=facts,
             plan=plan,
-            previous_plan=previous.get(name),
-            previous_status=self._store().try_load(inputs.snapshot, f"status/nodes/{name}.json"),
+            previous_plan=run.previous.get(name),
+            previous_status=self._store().try_load(run.inputs.snapshot, f"status/nodes/{name}.json"),
             report=report,
-            now=now,
+            now=run.now,
             offline_after=offline_after,
             withheld=withheld,
         )
-        return self._node_memo.put(name, key, report, document)
+        return self._node_status.put(name, key, report, document)
 
     def _diff_docs(
         self, snapshot: StateSnapshot, docs: Mapping[str, JsonObject | None]
@@ -588,18 +688,14 @@ class Reconciler:
                 store.remember(str(pygit2.hash(data)), document)
         return changes
 
-    def _commit(
-        self, inputs: _Inputs, changes: Mapping[str, bytes | None], message: str, now: datetime
-    ) -> str:
-        store = self._store()
-        commit = store.commit(base=inputs.snapshot, changes=changes, message=message, when=now)
-        self.location.update_ref(store.ref, old=inputs.snapshot.tip, new=commit)
+    def _commit(self, run: _Pass, changes: Mapping[str, bytes | None], message: str) -> str:
+        store, base = self._store(), run.inputs.snapshot
+        commit = store.commit(base=base, changes=changes, message=message, when=run.now)
+        self.location.update_ref(store.ref, old=base.tip, new=commit)
         return commit
 
     def _remember(self, inputs: _Inputs, written: str | None, *, until: datetime) -> None:
-        tip = written or inputs.snapshot.tip
-        key = (tip, inputs.desired, tuple(sorted(inputs.tips.items())), self.state_branch)
-        self._memo = _Memo(key=key, until=until)
+        self._memo = _Memo(key=inputs.key(self.state_branch, written=written), until=until)
 
 
 def _settings(model: Model) -> PlanSettings:
@@ -609,17 +705,6 @@ def _settings(model: Model) -> PlanSettings:
         heartbeat=repository.heartbeat,
         plan_expiry=repository.plan_expiry,
     )
-
-
-def _settle_caches() -> None:
-    """Move what survived a pass (mostly caches) out of the cyclic collector's way.
-
-    A warm reconciler holds millions of cached objects; a full collection walking them all took a
-    fifth of a one-service pass at 1,000 nodes. Young garbage is collected first; the caches are
-    acyclic and still freed by reference counting when replaced.
-    """
-    gc.collect(1)
-    gc.freeze()
 
 
 def _service_facts(model: Model, name: str) -> ServiceFacts:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
 
@@ -38,7 +40,55 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
     return commit
 
 
-def read_commit_files(repo: pygit2.Repository, rev: str, *, subdir: str = "") -> tuple[str, list[SourceFile]]:
+class _TreeKey(NamedTuple):
+    """A tree of one repository read under one prefix (paths of its files start with the prefix)."""
+
+    repo: str
+    tree: str
+    prefix: str
+
+
+class _DirectoryKey(NamedTuple):
+    """A directory of one repository, whatever tree it held last."""
+
+    repo: str
+    prefix: str
+
+
+@dataclass
+class SourceCache:
+    """What reading earlier commits learned, so reading the next one does not start over.
+
+    Trees and blobs are content-addressed, so what a tree holds never changes: `trees` maps a tree
+    (`_TreeKey`) to the Plumb files under it, most recently used last, at most `size` of them; and
+    `last_listing` maps a directory (`_DirectoryKey`) to the files directly in it when it was last
+    read, by path, so a changed tree re-reads only the blobs that are new. The caller owns one (a
+    Reconciler, a command), so two readers in one process never share what they learned.
+    """
+
+    trees: OrderedDict[_TreeKey, tuple[SourceFile, ...]] = field(default_factory=OrderedDict)
+    last_listing: dict[_DirectoryKey, dict[str, SourceFile]] = field(default_factory=dict)
+    size: int = 4096
+
+    def get(self, key: _TreeKey) -> tuple[SourceFile, ...] | None:
+        found = self.trees.get(key)
+        if found is not None:
+            self.trees.move_to_end(key)
+        return found
+
+    def put(self, key: _TreeKey, files: tuple[SourceFile, ...]) -> tuple[SourceFile, ...]:
+        self.trees[key] = files
+        depth = key.prefix.count("/")
+        directory = _DirectoryKey(key.repo, key.prefix)
+        self.last_listing[directory] = {f.path: f for f in files if f.path.count("/") == depth}
+        if len(self.trees) > self.size:
+            self.trees.popitem(last=False)
+        return files
+
+
+def read_commit_files(
+    repo: pygit2.Repository, rev: str, *, cache: SourceCache, subdir: str = ""
+) -> tuple[str, list[SourceFile]]:
     """The commit id and every Plumb file of `rev` (under `subdir`, paths relative to it)."""
     commit = resolve_commit(repo, rev)
     tree = commit.tree
@@ -48,32 +98,26 @@ def read_commit_files(repo: pygit2.Repository, rev: str, *, subdir: str = "") ->
         except KeyError as exc:
             raise UsageError(f"{subdir!r} does not exist in {rev}") from exc
         tree = repo[entry.id].peel(pygit2.Tree)
-    files = list(_files_of(repo, tree, ""))
+    files = list(_files_of(repo, tree, "", cache))
     if len(files) > MAX_FILES:
         raise UsageError(f"more than {MAX_FILES} files; is this the right repository?")
     return str(commit.id), files
 
 
-# Trees and blobs are content-addressed, so what a tree holds never changes: reading the next
-# commit re-walks only the subtrees that changed and reads only the blobs that are new.
-_TREES: OrderedDict[tuple[str, str, str], tuple[SourceFile, ...]] = OrderedDict()
-_TREE_CACHE_SIZE = 4096
-_LAST: dict[tuple[str, str], dict[str, SourceFile]] = {}  # the last listing read per directory
-
-
-def _files_of(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> tuple[SourceFile, ...]:
-    key = (repo.path, str(tree.id), prefix)
-    found = _TREES.get(key)
+def _files_of(
+    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, cache: SourceCache
+) -> tuple[SourceFile, ...]:
+    key = _TreeKey(repo.path, str(tree.id), prefix)
+    found = cache.get(key)
     if found is not None:
-        _TREES.move_to_end(key)
         return found
     out: list[SourceFile] = []
-    last = _LAST.get((repo.path, prefix), {})
+    last = cache.last_listing.get(_DirectoryKey(repo.path, prefix), {})
     for entry in tree:
         path = f"{prefix}{entry.name}"
         if entry.type_str == "tree":
             if not (entry.name or "").startswith("."):
-                out.extend(_files_of(repo, repo[entry.id].peel(pygit2.Tree), path + "/"))
+                out.extend(_files_of(repo, repo[entry.id].peel(pygit2.Tree), path + "/", cache))
         elif entry.type_str == "blob" and is_plumb_file(path) and entry.filemode != pygit2.GIT_FILEMODE_LINK:
             blob_id = str(entry.id)
             known = last.get(path)
@@ -82,11 +126,7 @@ def _files_of(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str) -> tuple[
             out.append(known)
         if len(out) > MAX_FILES:
             raise UsageError(f"more than {MAX_FILES} files; is this the right repository?")
-    found = _TREES[key] = tuple(out)
-    _LAST[(repo.path, prefix)] = {f.path: f for f in found if f.path.count("/") == prefix.count("/")}
-    if len(_TREES) > _TREE_CACHE_SIZE:
-        _TREES.popitem(last=False)
-    return found
+    return cache.put(key, tuple(out))
 
 
 def read_worktree_files(root: Path) -> list[SourceFile]:

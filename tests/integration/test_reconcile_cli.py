@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pygit2
@@ -16,6 +18,8 @@ from tests.integration.test_reconcile_pass import INVALID_SERVICE, fleet_files, 
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration
+
+PLUMB = str(Path(sys.executable).with_name("plumb"))
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -85,6 +89,30 @@ class TestReconcileOnce:
         commit_files(repo, "main", {**fleet_files(), "services/svc-2.yaml": INVALID_SERVICE})
         code, output = invoke("reconcile", "--repo", repo.path, "--once", "--key-file", str(key_file))
         assert code == 1 and "invalid" in output
+
+    def test_invalid_commit_prints_every_finding_as_validate_does(self, tmp_path: Path) -> None:
+        """The installed command prints each finding as `path:line:col: field: message [code]`,
+        the very lines `plumb validate --rev` prints for the same commit."""
+        key_file = tmp_path / "k.key"
+        SigningKey.generate().save(key_file)
+        repo = bare_repo(tmp_path / "fleet.git")
+        commit_files(repo, "main", {**fleet_files(), "services/svc-2.yaml": INVALID_SERVICE})
+        validate = subprocess.run(
+            [PLUMB, "validate", repo.path, "--rev", "main"], capture_output=True, text=True, check=False
+        )
+        expected = validate.stdout.splitlines()
+        assert validate.returncode == 1 and expected
+        assert all(line.startswith("services/svc-2.yaml:") and line.endswith("]") for line in expected)
+        reconcile = subprocess.run(
+            [PLUMB, "reconcile", "--repo", repo.path, "--once", "--key-file", str(key_file)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = reconcile.stdout.splitlines()
+        assert reconcile.returncode == 1
+        assert f"invalid, {len(expected)} finding(s)" in lines[0]
+        assert lines[1:] == expected
 
     def test_missing_key_and_missing_branch_are_errors(self, tmp_path: Path) -> None:
         """No key, or no desired branch: one clear line and exit 1."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -265,6 +266,21 @@ class TestPass:
         assert first and second
         old, new = origin[first].peel(pygit2.Commit).tree, origin[second].peel(pygit2.Commit).tree
         assert old["status/services"].id == new["status/services"].id
+
+    def test_a_pass_leaves_the_garbage_collector_alone(
+        self, origin: pygit2.Repository, key: SigningKey
+    ) -> None:
+        """GC tuning is the long-running command's to do: a pass freezes no object of the process."""
+        before = gc.get_freeze_count()
+        assert reconciler(origin, key).reconcile(now=NOW).written
+        assert gc.get_freeze_count() == before
+
+    def test_two_reconcilers_share_no_cache(self, origin: pygit2.Repository, key: SigningKey) -> None:
+        """Each Reconciler reads the desired commit into its own caches; another one's stay empty."""
+        first, second = reconciler(origin, key), reconciler(origin, key)
+        first.reconcile(now=NOW)
+        assert first.source_cache.trees and first.compile_cache.parsed
+        assert not second.source_cache.trees and not second.compile_cache.parsed
 
     def test_invalid_commit_keeps_plans_and_records_findings(
         self, origin: pygit2.Repository, key: SigningKey

@@ -13,7 +13,12 @@ import click
 from contract.errors import PlumbError
 from reconciler.core.compile.desired import Desired, SourceFile, compile_desired
 from reconciler.core.findings import Finding
-from reconciler.drivers.desired_source import open_repository, read_commit_files, read_worktree_files
+from reconciler.drivers.desired_source import (
+    SourceCache,
+    open_repository,
+    read_commit_files,
+    read_worktree_files,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,11 +42,19 @@ def read_source(path: Path, rev: str | None) -> list[SourceFile]:
     subdir = ""
     if workdir is not None and path.resolve() != workdir and workdir in path.resolve().parents:
         subdir = path.resolve().relative_to(workdir).as_posix()
-    return read_commit_files(repo, rev, subdir=subdir)[1]
+    # one commit read per command: its cache is this command's alone and ends with it
+    return read_commit_files(repo, rev, subdir=subdir, cache=SourceCache())[1]
 
 
 def load_desired(path: Path, rev: str | None) -> Desired:
     return compile_desired(read_source(path, rev))
+
+
+def finding_lines(findings: Sequence[Finding], *, root: str = "") -> list[str]:
+    """Findings as people read them, one line each: `path:line:col: field: message [code]`.
+
+    `root` is put before each path (findings name files relative to the repository root)."""
+    return [f"{root}{finding}" for finding in findings]
 
 
 def print_findings(findings: Sequence[Finding], fmt: str, *, root: str = "") -> None:
@@ -49,15 +62,15 @@ def print_findings(findings: Sequence[Finding], fmt: str, *, root: str = "") -> 
     if fmt == "json":
         click.echo(json.dumps([f.as_json() for f in findings], indent=2))
         return
+    if fmt != "github":
+        for line in finding_lines(findings, root=root):
+            click.echo(line)
+        return
     for finding in findings:
-        path = f"{root}{finding.path}"
-        if fmt == "github":
-            level = "error" if finding.is_error else "warning"
-            title = f"{finding.field}: " if finding.field else ""
-            message = f"{title}{finding.message} [{finding.code}]".replace("%", "%25").replace("\n", "%0A")
-            click.echo(f"::{level} file={path},line={finding.line},col={finding.column}::{message}")
-        else:
-            click.echo(str(finding) if not root else f"{root}{finding}")
+        level = "error" if finding.is_error else "warning"
+        title = f"{finding.field}: " if finding.field else ""
+        message = f"{title}{finding.message} [{finding.code}]".replace("%", "%25").replace("\n", "%0A")
+        click.echo(f"::{level} file={root}{finding.path},line={finding.line},col={finding.column}::{message}")
 
 
 def fail(error: PlumbError) -> None:

@@ -21,7 +21,7 @@ from reconciler.core.decide.review import (
     render_text,
     review,
 )
-from reconciler.drivers.desired_source import open_repository, read_commit_files
+from reconciler.drivers.desired_source import SourceCache, open_repository, read_commit_files
 
 
 @click.command()
@@ -67,10 +67,10 @@ def plan(base: str, head: str, repo: Path, fmt: str) -> None:
 
 
 def build_review(repository: pygit2.Repository, *, base: str, head: str) -> Review:
-    """Compile both commits (sharing one cache) and compare their rendered resources."""
-    cache = CompileCache()
-    base_commit, base_files = read_commit_files(repository, base)
-    head_commit, head_files = read_commit_files(repository, head)
+    """Read and compile both commits (sharing one cache each) and compare their rendered resources."""
+    cache, sources = CompileCache(), SourceCache()
+    base_commit, base_files = read_commit_files(repository, base, cache=sources)
+    head_commit, head_files = read_commit_files(repository, head, cache=sources)
     old = compile_desired(base_files, cache=cache)
     new = compile_desired(head_files, cache=cache)
     if not new.ok:

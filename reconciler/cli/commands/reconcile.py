@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ import click
 import structlog
 
 from contract.errors import PlumbError, RewindRefused, TemporaryError
-from reconciler.cli.commands.common import fail
+from reconciler.cli.commands.common import fail, finding_lines
 from reconciler.core.compile.model import seconds
 from reconciler.drivers.keys import KEY_ENV, default_key_path, load_key
 from reconciler.drivers.statestore import LocalLocation, open_location
@@ -32,6 +33,26 @@ def _configure_logging() -> None:
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+
+
+def settle_caches() -> None:
+    """Move what survived a pass (mostly the reconciler's caches) out of the cyclic collector's way.
+
+    A warm reconciler holds millions of cached objects; a full collection walking them all took a
+    fifth of a one-service pass at 1,000 nodes. Young garbage is collected first; the caches are
+    acyclic and still freed by reference counting when replaced. This tunes the whole process, so
+    the process that runs pass after pass calls it (after each pass that did work), not the library.
+    """
+    gc.collect(1)
+    gc.freeze()
+
+
+def _report(result: PassResult) -> None:
+    """The pass in one line; after an invalid desired commit, every finding as `plumb validate` prints it."""
+    click.echo(_summary(result))
+    if not result.ok:
+        for line in finding_lines(result.findings):
+            click.echo(line)
 
 
 def _summary(result: PassResult) -> str:
@@ -80,7 +101,9 @@ def reconcile(
 
     With a local bare repository, ref updates are watched and reconciled within a second; with a
     remote, the repository is fetched every --interval and on SIGHUP. A pass that changes nothing
-    writes nothing. Exit status (--once): 0 done, 1 error or invalid desired commit.
+    writes nothing. An invalid desired commit is recorded and its findings are printed after the
+    summary line, as `plumb validate` prints them. Exit status (--once): 0 done, 1 error or invalid
+    desired commit.
 
     \b
     Examples:
@@ -110,7 +133,7 @@ def _once(reconciler: Reconciler) -> None:
     except PlumbError as error:
         fail(error)
         return
-    click.echo(_summary(result))
+    _report(result)
     sys.exit(0 if result.ok else 1)
 
 
@@ -155,8 +178,9 @@ def _watch(reconciler: Reconciler, interval: float) -> None:
             log.exception("pass crashed")
         else:
             if not result.skipped:
+                settle_caches()
                 alarm.set(result.wake_at)  # a rollout gate, timeout, window or offline deadline
-                click.echo(_summary(result))
+                _report(result)
 
     location = reconciler.location
     if isinstance(location, LocalLocation):

@@ -25,7 +25,7 @@ from reconciler.cli.commands.common import fail
 from reconciler.core.compile.desired import compile_desired
 from reconciler.core.compile.model import Model
 from reconciler.core.compile.versions import RangeError, Version
-from reconciler.drivers.desired_source import open_repository, read_commit_files
+from reconciler.drivers.desired_source import SourceCache, open_repository, read_commit_files
 from reconciler.drivers.statestore import compare_and_swap
 
 DEFAULT_AUTHOR = ("Plumb", "plumb@localhost")
@@ -156,7 +156,7 @@ def _tip(repo: pygit2.Repository, ref: str) -> str:
 
 
 def _model(repo: pygit2.Repository, tip: str) -> Model:
-    _, files = read_commit_files(repo, tip)
+    _, files = read_commit_files(repo, tip, cache=SourceCache())
     model = compile_desired(files).model
     if model is None:
         raise UsageError(f"the desired state at {tip[:12]} cannot be read")

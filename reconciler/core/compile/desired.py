@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.core.compile.compose import (
     Group,
@@ -64,6 +64,43 @@ UNREADABLE = frozenset(
 )
 
 
+class _ServiceKey(NamedTuple):
+    """Everything one service's renders read besides endpoints, compared by value."""
+
+    group: tuple[Any, ...]  # the render key of the service's own group
+    groups: tuple[tuple[Group, Sequence[str]], ...]  # each group and the nodes it is placed on
+    pins: tuple[tuple[str, str], ...]
+    waiting: tuple[str, ...]
+    node_origins: tuple[str, ...]
+    release_origins: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _ServiceRenders:
+    """One service's renders, by service name: made from `key`, they land as `landed`; those in
+    `with_endpoints` read endpoints and are reused only while those endpoints are unchanged."""
+
+    key: _ServiceKey
+    landed: list[Landing]
+    with_endpoints: tuple[GroupRender, ...]
+
+
+class _LayoutKey(NamedTuple):
+    """What a node's layout depends on: the renders landing on it, in order, and the repository's rules."""
+
+    renders: tuple[int, ...]  # GroupRender serials
+    rules: tuple[Any, ...]  # allowedPaths and trusted
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeLayout:
+    """One node's resources in apply order, by node name, and the findings laying them out gave."""
+
+    key: _LayoutKey
+    resources: tuple[RenderedResource, ...]
+    findings: tuple[Finding, ...]
+
+
 class CompileCache:
     """What one compile can hand the next: parsed files by blob id, schema findings by document,
     and group renders by the identity of everything they read."""
@@ -73,11 +110,8 @@ class CompileCache:
         self.schema: dict[str, list[Finding]] = {}
         self.renders: dict[tuple[Any, ...], GroupRender] = {}
         self.build = BuildMemo()  # model objects and service checks, see validate.build_model
-        self.layouts: dict[str, tuple[Any, tuple[RenderedResource, ...], tuple[Finding, ...]]] = {}
-        # per service: its key, where its renders landed, and those renders that read endpoints
-        self.services: dict[
-            str, tuple[Any, list[tuple[str, GroupRender, bool]], tuple[GroupRender, ...]]
-        ] = {}
+        self.layouts: dict[str, _NodeLayout] = {}  # by node name
+        self.services: dict[str, _ServiceRenders] = {}  # by service name
         self.hits = 0
         self.misses = 0
 
@@ -248,24 +282,24 @@ class _Assembly:
                     )
                 )
         nodes = {node for _, placed in groups for node in placed}
-        key = (
-            self._key(Group(name, None), None, Variant(None)),
-            tuple(groups),
-            tuple(sorted(self.pins.get(name, {}).items())),
-            tuple(self.waiting.get(name, ())),
-            tuple(self.origins[node] for node in sorted(nodes)),
-            self.release_origins.get(name, ()),
+        key = _ServiceKey(
+            group=self._key(Group(name, None), None, Variant(None)),
+            groups=tuple(groups),
+            pins=tuple(sorted(self.pins.get(name, {}).items())),
+            waiting=tuple(self.waiting.get(name, ())),
+            node_origins=tuple(self.origins[node] for node in sorted(nodes)),
+            release_origins=self.release_origins.get(name, ()),
         )
         cached = self.cache.services.get(name)
         if (
             cached is not None
-            and cached[0] == key
-            and all(self.cache.still_valid(done, self.lookups) for done in cached[2])
+            and cached.key == key
+            and all(self.cache.still_valid(done, self.lookups) for done in cached.with_endpoints)
         ):
-            return cached[1]
+            return cached.landed
         landed = [landing for group, placed in groups for landing in self._group(group, placed)]
         distinct = tuple({id(d): d for _, d, _ in landed if d.calls.endpoints}.values())
-        self.cache.services[name] = (key, landed, distinct)
+        self.cache.services[name] = _ServiceRenders(key, landed, distinct)
         return landed
 
     def _land(self, node_name: str, done: GroupRender, own: bool) -> None:
@@ -276,14 +310,14 @@ class _Assembly:
 
     def _layout(self, name: str) -> tuple[RenderedResource, ...]:
         """One node's resources, reused from the last compile when the same renders land on it."""
-        key = (tuple(self.renders_on[name]), self.layout_key)
+        key = _LayoutKey(tuple(self.renders_on[name]), self.layout_key)
         cached = self.cache.layouts.get(name)
-        if cached is not None and cached[0] == key:
-            self.findings.extend(cached[2])
-            return cached[1]
+        if cached is not None and cached.key == key:
+            self.findings.extend(cached.findings)
+            return cached.resources
         before = len(self.findings)
         resources = self._node(name)
-        self.cache.layouts[name] = (key, resources, tuple(self.findings[before:]))
+        self.cache.layouts[name] = _NodeLayout(key, resources, tuple(self.findings[before:]))
         return resources
 
     def _group(self, group: Group, nodes: Sequence[str]) -> list[Landing]:
