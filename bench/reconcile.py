@@ -14,6 +14,7 @@ import structlog
 
 from bench.generate import generate
 from contract.crypto import SigningKey
+from contract.defaults import API_VERSION, REPORT_KIND, REPORTS_PREFIX
 from reconciler.cli.commands.reconcile import settle_caches
 from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import PassResult, Reconciler
@@ -54,14 +55,14 @@ def change_one_service(root: Path) -> None:
 def push_report(repo: pygit2.Repository, node: str) -> None:
     """What an agent's heartbeat looks like to the reconciler: a new commit on its report branch."""
     report = {
-        "apiVersion": "plumb/v1", "kind": "NodeReport", "node": node, "time": "2030-01-01T00:00:00Z",
+        "apiVersion": API_VERSION, "kind": REPORT_KIND, "node": node, "time": "2030-01-01T00:00:00Z",
         "agentVersion": "bench", "applied": None, "resources": [], "drift": [], "instances": [],
         "capabilities": [],
     }  # fmt: skip
     builder = repo.TreeBuilder()
     builder.insert("report.json", repo.create_blob(json.dumps(report).encode()), pygit2.GIT_FILEMODE_BLOB)
     oid = repo.create_commit(None, SIGNATURE, SIGNATURE, "report", builder.write(), [])
-    repo.references.create(f"refs/heads/plumb/reports/{node}", oid, force=True)
+    repo.references.create(f"refs/heads/{REPORTS_PREFIX}{node}", oid, force=True)
 
 
 def timed(reconciler: Reconciler) -> tuple[float, PassResult]:

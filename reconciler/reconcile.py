@@ -15,7 +15,9 @@ import pygit2
 import structlog
 
 from contract.crypto import SigningKey
+from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import ContractError, PushRejected, RewindRefused, TemporaryError, UsageError
+from contract.vocabulary import NodeState
 from reconciler.core.compile.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
 from reconciler.core.decide.discovery import waiting_for
 from reconciler.core.decide.planner import (
@@ -33,7 +35,6 @@ from reconciler.core.decide.status import (
     NODES_PREFIX,
     SERVICES_PREFIX,
     NodeFacts,
-    NodeState,
     ReceivedReport,
     ServiceFacts,
     app_documents,
@@ -58,8 +59,6 @@ log = structlog.get_logger("plumb.reconcile")
 MAX_ATTEMPTS = 20
 SOURCE_PATH = "status/source.json"
 RELEASES_PREFIX = "status/releases/"
-DEFAULT_STATE_BRANCH = "plumb/state"
-DEFAULT_REPORTS_PREFIX = "plumb/reports/"
 JsonObject = dict[str, Any]
 
 
@@ -343,8 +342,8 @@ class Reconciler:
     plan_cache: PlanCache = field(default_factory=PlanCache)
     report_cache: ReportCache = field(default_factory=ReportCache)
     source_cache: SourceCache = field(default_factory=SourceCache)
-    state_branch: str = DEFAULT_STATE_BRANCH
-    reports_prefix: str = DEFAULT_REPORTS_PREFIX
+    state_branch: str = STATE_BRANCH
+    reports_prefix: str = REPORTS_PREFIX
     _stores: dict[str, StateStore] = field(default_factory=dict, init=False)
     _memo: _Memo | None = field(default=None, init=False)
     _compiled: _Compiled | None = field(default=None, init=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pygit2
 from jsonschema.exceptions import best_match
@@ -38,11 +39,19 @@ def report_tips(repo: pygit2.Repository, prefix: str) -> dict[str, str]:
     return tips
 
 
+class _Read(NamedTuple):
+    """One node's report as read at a branch tip, checked with the node's signing key at that time."""
+
+    tip: str
+    signing_key: str | None
+    report: ReceivedReport
+
+
 @dataclass
 class ReportCache:
     """The last report read per node, with the tip and signing key it was read for."""
 
-    seen: dict[str, tuple[str, str | None, ReceivedReport]] = field(default_factory=dict)
+    seen: dict[str, _Read] = field(default_factory=dict)
 
 
 def read_reports(
@@ -58,10 +67,10 @@ def read_reports(
         if node not in keys:
             continue
         hit = cache.seen.get(node)
-        if hit is None or hit[:2] != (tip, keys[node]):
-            hit = (tip, keys[node], read_report(repo, node=node, tip=tip, signing_key=keys[node]))
+        if hit is None or (hit.tip, hit.signing_key) != (tip, keys[node]):
+            hit = _Read(tip, keys[node], read_report(repo, node=node, tip=tip, signing_key=keys[node]))
             cache.seen[node] = hit
-        reports[node] = hit[2]
+        reports[node] = hit.report
     return reports
 
 

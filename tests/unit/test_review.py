@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from contract.documents import resource_digest
-from reconciler.core.decide.review import NodeReview, Review, diff_entries, render_markdown, unified_diff
+from reconciler.cli.views.plan import render_markdown
+from reconciler.core.decide.review import NodeReview, Review, diff_entries, unified_diff
 
 
 def entry(ident: str, spec: dict[str, Any], service: str = "api") -> dict[str, Any]:

@@ -7,6 +7,7 @@ from functools import cache
 
 import pytest
 
+from reconciler.cli.views.plan import render_json, render_markdown, render_text
 from reconciler.core.compile.desired import SourceFile, compile_desired
 from reconciler.core.compile.model import Model
 from reconciler.core.decide.review import (
@@ -14,9 +15,6 @@ from reconciler.core.decide.review import (
     Review,
     batch_cuts,
     preview_rollouts,
-    render_json,
-    render_markdown,
-    render_text,
 )
 from reconciler.core.decide.rollout import order
 from tests.unit.test_validate_cases import doc

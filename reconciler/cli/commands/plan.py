@@ -11,14 +11,12 @@ import pygit2
 
 from contract.errors import PlumbError
 from reconciler.cli.commands.common import fail
+from reconciler.cli.views.plan import render_json, render_markdown, render_text
 from reconciler.core.compile.desired import CompileCache, compile_desired
 from reconciler.core.decide.review import (
     Review,
     invalid_review,
     preview_rollouts,
-    render_json,
-    render_markdown,
-    render_text,
     review,
 )
 from reconciler.drivers.desired_source import SourceCache, open_repository, read_commit_files

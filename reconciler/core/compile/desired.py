@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
+from contract.vocabulary import ResourceKind
 from reconciler.core.compile.compose import (
     Group,
     GroupRender,
@@ -365,13 +366,13 @@ class _Assembly:
         pieces = sorted(landed, key=lambda p: (order[p.service], p.rank))
         pieces = self._without_conflicts(name, pieces)
         self._check_ports(name)
-        present = {p.id for p in pieces if p.kind == "service"}
+        present = {p.id for p in pieces if p.kind == ResourceKind.SERVICE}
         ids_by_service: dict[str, list[Piece]] = {}
         resources = []
         for piece in pieces:
             earlier = ids_by_service.setdefault(piece.service, [])
             after = [p.id for p in earlier if p.rank < piece.rank]
-            if piece.kind in ("unit", "service"):
+            if piece.kind in (ResourceKind.UNIT, ResourceKind.SERVICE):
                 deps = self.model.services[piece.service].depends_on
                 after += [f"service:{dep}" for dep in deps if f"service:{dep}" in present]
             earlier.append(piece)
@@ -423,7 +424,7 @@ class _Assembly:
         """The ports each service's own group binds on `node`, with the service's entry."""
         bound: list[tuple[Mapping[str, Any], Piece]] = []
         for done, own in self.landed[node]:
-            entry = next((p for p in done.pieces if p.kind == "service"), None) if own else None
+            entry = next((p for p in done.pieces if p.kind == ResourceKind.SERVICE), None) if own else None
             if entry is not None:
                 bound.extend((port, entry) for port in done.ports)
         return bound

@@ -20,11 +20,11 @@ from contract.vocabulary import (
     AppState,
     DesiredState,
     InstanceState,
+    NodeState,
     Phase,
     ResourceKind,
     ServiceState,
 )
-from contract.vocabulary import NodeState as NodeState  # re-exported: reconciler.reconcile imports it here
 from reconciler.core.compile.desired import Endpoint
 from reconciler.core.decide.planner import JsonObject, NodePlan, format_time, parse_time
 from reconciler.core.decide.review import Action, ActionKind, Entry, diff_entries
