@@ -20,7 +20,7 @@ import jsonschema
 from contract.crypto import VerifyKey
 from contract.documents import JsonObject, resource_digest, resources_digest, verify_document
 from contract.errors import ContractError
-from contract.vocabulary import DesiredState, ResourceKind
+from contract.vocabulary import DesiredState, ResourceKind, resource_kind
 
 LOOPBACK = "127.0.0.1"  # a plan from a reconciler that does not send the node's address
 DEFAULT_PROBE_TIMEOUT = 2  # seconds
@@ -172,7 +172,7 @@ def _resource(entry: Mapping[str, Any]) -> PlanResource:
         raise ContractError(f"resource {entry['id']}: digest {entry['digest']} does not match its spec")
     return PlanResource(
         entry["id"],
-        ResourceKind(entry["kind"]),
+        resource_kind(entry["kind"]),
         entry["service"],
         entry["spec"],
         entry["digest"],

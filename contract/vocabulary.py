@@ -22,6 +22,18 @@ class ResourceKind(enum.StrEnum):
     SERVICE = "service"  # nothing to write: what the agent observes and reports for a service
 
 
+_RESOURCE_KINDS = {kind.value: kind for kind in ResourceKind}
+
+
+def resource_kind(text: str) -> ResourceKind:
+    """`ResourceKind(text)` at the cost of a dict lookup: enum calls cost ~8 µs, and compiling
+    a fleet converts every resource of every template (a tenth of a second at 2,000 services)."""
+    kind = _RESOURCE_KINDS.get(text)
+    if kind is None:
+        raise ValueError(f"{text!r} is not a resource kind")
+    return kind
+
+
 class DesiredState(enum.StrEnum):
     """What a plan asks of a unit or a service instance (`spec.state`)."""
 

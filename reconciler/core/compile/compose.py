@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from contract.vocabulary import DesiredState, ResourceKind
+from contract.vocabulary import DesiredState, ResourceKind, resource_kind
 from reconciler.core.compile.load import Document, PathKey
 from reconciler.core.compile.model import Model, Node, Release, Service, Trait, seconds
 from reconciler.core.compile.render import Calls, Lookups, functions, reads_node, render_value
@@ -190,7 +190,7 @@ class _GroupBuilder:
         self, resources: Sequence[Mapping[str, Any]], doc: Document, context: Mapping[str, Any]
     ) -> None:
         for index, raw in enumerate(resources):
-            kind = ResourceKind(next(iter(raw)))  # the template schema allows only these keys
+            kind = resource_kind(next(iter(raw)))  # the template schema allows only these keys
             at: PathKey = ("spec", "resources", index, kind.value)
             secrets_before = self.calls.secret_reads
             spec, findings = render_value(raw[kind], context, doc, at)
