@@ -10,12 +10,17 @@ Digests:
   should look like, independent of ordering and ownership;
 - a plan's `digest` is `sha256:` over the canonical JSON of its `resources` list (entries with
   their digests, in apply order).
+
+Everything read from Git is hostile until verified, so `parse_json_document` is bounded before any
+signature is checked: size, nesting depth (`MAX_DEPTH`), integers that fit 64 bits, and no NaN or
+infinity; each refusal is one `ContractError` naming what was wrong, never a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +28,12 @@ from contract.crypto import SigningKey, VerifyKey
 from contract.errors import ContractError
 
 JsonObject = dict[str, Any]
+MAX_DEPTH = 64  # nesting of objects and arrays; plans and reports need a dozen
+_MAX_INT_DIGITS = 19  # what fits a signed 64-bit integer, as every JSON reader agrees on
+
+
+class _Refused(ValueError):
+    """A value the bounded parser will not build."""
 
 
 def canonical_json(value: Any) -> bytes:
@@ -75,13 +86,54 @@ def verify_document(document: Mapping[str, Any], pinned: VerifyKey, *, what: str
 
 
 def parse_json_document(data: bytes, *, what: str, limit: int) -> JsonObject:
-    """Parse a plan or report file, refusing oversized or non-object input."""
+    """Parse a plan, report or state document, refusing input no honest writer produces.
+
+    Oversized, too deeply nested, non-UTF-8, non-object input, integers beyond 64 bits and
+    NaN/Infinity are each a ContractError saying which.
+    """
     if len(data) > limit:
         raise ContractError(f"{what} is {len(data)} bytes, more than the limit of {limit}")
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_constant)
+    except _Refused as exc:
+        raise ContractError(f"{what} is refused: {exc}") from exc
+    except RecursionError as exc:  # the C decoder's own guard, long before the stack is at risk
+        raise ContractError(f"{what} nests deeper than {MAX_DEPTH} levels") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ContractError(f"{what} is not a JSON object")
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise ContractError(f"{what} nests deeper than {MAX_DEPTH} levels")
     return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS or not -(2**63) <= (number := int(text)) < 2**63:
+        raise _Refused(f"the integer {text[:24]}{'…' if len(text) > 24 else ''} does not fit 64 bits")
+    return number
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Refused(f"the number {text[:24]} is not finite")
+    return number
+
+
+def _constant(text: str) -> Any:
+    raise _Refused(f"{text} is not a JSON value")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit`, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        children = current.values() if isinstance(current, dict) else current
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False

@@ -246,6 +246,8 @@ class Agent:
         except TemporaryError as exc:
             log.warning("fetch failed; keeping the applied plan", node=self.options.node, reason=str(exc))
             return False, None, str(exc)
+        except ContractError as exc:
+            return True, None, str(exc)
         if data is None:
             return True, None, None
         try:

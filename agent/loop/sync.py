@@ -9,7 +9,9 @@ from typing import Any
 
 import pygit2
 
+from contract.defaults import MAX_PLAN_BYTES
 from contract.documents import to_file_json
+from contract.transport.gitread import read_file
 from contract.transport.gitremote import Remote
 
 TRACKING = "refs/plumb/state"
@@ -36,17 +38,17 @@ class StateSync:
         self.report_ref = f"refs/heads/{reports_prefix}{node}"
 
     def fetch_plan(self) -> tuple[bytes | None, str | None]:
-        """Fetch the state branch; (plans/<node>.json or None, state commit id or None)."""
+        """Fetch the state branch; (plans/<node>.json or None, state commit id or None).
+
+        ContractError when the entry is not a file or is larger than any plan may be (checked from
+        the object header, before it is read)."""
         self.remote.fetch(self.repo, [f"+refs/heads/{self.state_branch}:{TRACKING}"])
         ref = self.repo.references.get(TRACKING)
         if ref is None:
             return None, None
         commit = ref.peel(pygit2.Commit)
-        try:
-            entry = commit.tree[f"plans/{self.node}.json"]
-        except KeyError:
-            return None, str(commit.id)
-        return bytes(self.repo[entry.id].read_raw()), str(commit.id)
+        path = f"plans/{self.node}.json"
+        return read_file(self.repo, commit.tree, path, what="plan", limit=MAX_PLAN_BYTES), str(commit.id)
 
     def state_marker(self) -> tuple[tuple[int, int, int] | None, ...] | None:
         """Cheap sign of the state branch moving on a remote on this machine (no fetch); None elsewhere."""

@@ -21,6 +21,7 @@ from contract.defaults import MAX_REPORT_BYTES, REPORT_KIND
 from contract.documents import parse_json_document, verify_document
 from contract.errors import ContractError
 from contract.report import parse_report
+from contract.transport.gitread import read_file
 from reconciler.core.compile import schemas
 from reconciler.core.decide.status import ReceivedReport
 
@@ -89,9 +90,11 @@ def read_report(repo: pygit2.Repository, *, node: str, tip: str, signing_key: st
 def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
     try:
         tree = repo[tip].peel(pygit2.Commit).tree
-        data = tree[REPORT_FILE].peel(pygit2.Blob).data
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise ContractError(f"report branch of {node} has no {REPORT_FILE}") from exc
+        raise ContractError(f"report branch of {node} has no commit to read") from exc
+    data = read_file(repo, tree, REPORT_FILE, what=f"report of {node}", limit=MAX_REPORT_BYTES)
+    if data is None:
+        raise ContractError(f"report branch of {node} has no {REPORT_FILE}")
     document = parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES)
     if document.get("kind") != REPORT_KIND or document.get("node") != node:
         raise ContractError(f"report of {node} is not a NodeReport for {node}")

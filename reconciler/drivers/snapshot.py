@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +12,10 @@ from typing import Any
 import pygit2
 import yaml
 
-from contract.errors import UsageError
+from contract.defaults import MAX_PLAN_BYTES
+from contract.documents import parse_json_document
+from contract.errors import ContractError, UsageError
+from contract.transport.gitread import read_blob
 from reconciler.core.compile.model import seconds
 from reconciler.core.decide.status import ReceivedReport
 from reconciler.drivers.reports import read_report
@@ -48,7 +50,7 @@ def read_snapshot(path: Path, *, state_branch: str, reports_prefix: str) -> Snap
             "(or fetch it into this clone)"
         )
     commit = repo.references[state_ref].peel(pygit2.Commit)
-    documents = _status_documents(commit.tree)
+    documents = _status_documents(repo, commit.tree)
     source = documents.get("status/source.json") or {}
     nodes = [str(d.get("node")) for p, d in documents.items() if p.startswith("status/nodes/")]
     return Snapshot(
@@ -85,15 +87,15 @@ def _remote_refs(repo: pygit2.Repository) -> list[str]:
     return [r for r in repo.references if r.startswith("refs/remotes/")]
 
 
-def _status_documents(tree: pygit2.Tree) -> dict[str, JsonObject]:
+def _status_documents(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, JsonObject]:
+    """The status documents that parse within the contract's bounds; any other file is left out."""
     documents: dict[str, JsonObject] = {}
     if "status" not in tree:
         return documents
     for path, blob in _blobs(tree["status"].peel(pygit2.Tree), "status/"):
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            value = json.loads(blob.data)
-            if isinstance(value, dict):
-                documents[path] = value
+        with contextlib.suppress(ContractError):
+            data = read_blob(repo, blob.id, what=path, limit=MAX_PLAN_BYTES)
+            documents[path] = parse_json_document(data, what=path, limit=MAX_PLAN_BYTES)
     return documents
 
 

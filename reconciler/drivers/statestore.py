@@ -30,6 +30,7 @@ from contract.defaults import MAX_PLAN_BYTES
 from contract.documents import parse_json_document
 from contract.errors import ContractError, PushRejected, TemporaryError, UsageError
 from contract.transport import gitremote
+from contract.transport.gitread import read_blob
 
 AUTHOR_NAME = "plumb reconciler"
 AUTHOR_EMAIL = "plumb@localhost"
@@ -70,7 +71,7 @@ class StateStore:
         """A JSON document of the state branch; the same blob is parsed once."""
         cached = self._json.get(blob_id)
         if cached is None:
-            data = self.repo[blob_id].peel(pygit2.Blob).data
+            data = read_blob(self.repo, blob_id, what=what, limit=MAX_PLAN_BYTES)
             cached = parse_json_document(data, what=what, limit=MAX_PLAN_BYTES)
             self._json[blob_id] = cached
         return cached
