@@ -40,6 +40,26 @@ class TestKeys:
         assert VerifyKey.from_b64(printed).public_b64() == SigningKey.load(path).public_b64()
         assert invoke("keys", "show", "--key-file", str(path)) == (0, printed + "\n")
 
+    def test_init_in_a_shared_directory_writes_into_no_planted_file(self, tmp_path: Path) -> None:
+        """Files another user planted where a temporary file could go, and holds open, get nothing."""
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o1777)
+        path = shared / "reconciler.key"
+        planted = [shared / name for name in ("reconciler.key.tmp", ".reconciler.key.tmp")]
+        handles = []
+        for name in planted:
+            name.touch(mode=0o666)
+            handles.append(name.open("rb"))
+        assert invoke("keys", "init", "--key-file", str(path))[0] == 0
+        seen = [handle.read() for handle in handles]
+        for handle in handles:
+            handle.close()
+        assert seen == [b"", b""]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_nlink == 1
+        assert sorted(p.name for p in shared.iterdir()) == sorted(
+            ["reconciler.key", *(p.name for p in planted)]
+        )
+
     def test_init_refuses_to_overwrite(self, tmp_path: Path) -> None:
         """A second init keeps the first key unless --force."""
         path = tmp_path / "reconciler.key"

@@ -447,6 +447,32 @@ def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, ke
     assert reconciler(repo, key).reconcile(now=NOW).written is None  # sealing again changes nothing
 
 
+def test_a_secret_bearing_file_without_a_mode_is_0600(tmp_path: Path, key: SigningKey) -> None:
+    """A file whose content reads a secret defaults to 0600 (others stay 0644): nobody else reads it."""
+    repo = bare_repo(tmp_path / "fleet.git")
+    files = {**fleet_files(), **SECRET_FILES}
+    files["templates/vault.yaml"] = (
+        files["templates/vault.yaml"]
+        .replace('mode: "0600", ', "")
+        .replace(
+            "  resources:\n",
+            '  resources:\n    - file: {path: "/srv/{{ service.name }}/plain.conf", content: "x"}\n',
+        )
+    )
+    files["secrets/db.yaml"] = secret_doc(
+        seal_secret(b"hunter2", secrets_key(key).public_b64(), name="db", field="password")
+    )
+    sealing = SealingKey.generate()
+    files["nodes/app-1.yaml"] = node_doc(
+        "app-1", "app", 1, SigningKey.generate().public_b64(), sealing.public_b64()
+    )
+    commit_files(repo, "main", files)
+    assert reconciler(repo, key).reconcile(now=NOW).ok
+    vault = [r for r in plans(repo)["app-1"]["resources"] if r["id"].startswith("file:/srv/vault/")]
+    modes = {r["id"]: r["spec"]["mode"] for r in vault}
+    assert modes == {"file:/srv/vault/db.conf": "0600", "file:/srv/vault/plain.conf": "0644"}
+
+
 def test_a_secret_not_sealed_to_this_reconciler_is_withheld(tmp_path: Path, key: SigningKey) -> None:
     """A value sealed to another reconciler cannot be opened: the file is withheld, never planned wrong."""
     sealing = SealingKey.generate()

@@ -25,6 +25,7 @@ from reconciler.core.compile.schemas import definition_validator, dotted, is_val
 from reconciler.core.findings import Finding
 
 _SERIALS = itertools.count(1)
+SECRET_FILE_MODE = "0600"  # default mode of a file whose content reads a secret; others get 0644
 # apply order of kinds within a service: where things go, then what they hold, then what runs them
 KIND_RANK = {
     ResourceKind.DIRECTORY: 0,
@@ -209,6 +210,8 @@ class _GroupBuilder:
         ):
             self._finding(doc, (*at, "path"), f"{path!r} is not an absolute path", "path-not-allowed")
             return
+        if kind is ResourceKind.FILE and uses_secret and "mode" not in spec:
+            spec["mode"] = SECRET_FILE_MODE  # a file that holds a secret is nobody else's to read
         try:
             spec = NORMALISE[kind](self, spec)
         except _Invalid as invalid:
