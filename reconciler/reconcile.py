@@ -43,6 +43,7 @@ from reconciler.core.decide.status import (
     liveness,
     node_states,
     node_status,
+    placed_ports,
     service_status,
     source_status,
 )
@@ -189,10 +190,11 @@ class _PlanRead:
 
 @dataclass(frozen=True, slots=True)
 class _PlanServiceIds:
-    """The resource ids of each service in one plan object."""
+    """The resource ids of each service in one plan object, and the port names each declares there."""
 
     plan: NodePlan
     by_service: dict[str, frozenset[str]]
+    placed: dict[str, frozenset[str]]
 
 
 class _ServiceIds:
@@ -202,16 +204,24 @@ class _ServiceIds:
         self.entries: dict[str, _PlanServiceIds] = {}
 
     def of(self, node: str, plan: NodePlan | None, service: str) -> frozenset[str]:
-        if plan is None:
-            return frozenset()
+        return (
+            self._entry(node, plan).by_service.get(service, frozenset()) if plan is not None else frozenset()
+        )
+
+    def placed(self, node: str, plan: NodePlan | None) -> Mapping[str, frozenset[str]]:
+        """The services the node's plan places on it, with their declared port names."""
+        return self._entry(node, plan).placed if plan is not None else {}
+
+    def _entry(self, node: str, plan: NodePlan) -> _PlanServiceIds:
         hit = self.entries.get(node)
         if hit is None or hit.plan is not plan:
             grouped: dict[str, set[str]] = {}
             for entry in plan.resources:
                 grouped.setdefault(str(entry.get("service")), set()).add(str(entry.get("id")))
-            hit = _PlanServiceIds(plan, {k: frozenset(v) for k, v in grouped.items()})
+            by_service = {k: frozenset(v) for k, v in grouped.items()}
+            hit = _PlanServiceIds(plan, by_service, placed_ports(plan.resources))
             self.entries[node] = hit
-        return hit.by_service.get(service, frozenset())
+        return hit
 
 
 class _NodeStatusKey(NamedTuple):
@@ -461,8 +471,11 @@ class Reconciler:
         online = frozenset(n for n in reachable if _reports_lately(reports.get(n), model, now))
         facts = _Observed(model, reports, run.previous, online)
         waiting = waiting_for(model, reports, reachable=reachable)
+        placed = {n: self._service_ids.placed(n, run.previous.get(n)) for n in reports}
         return _Discovered(
-            endpoints=endpoints_from_reports(reports, addresses=addresses, reachable=reachable),
+            endpoints=endpoints_from_reports(
+                reports, addresses=addresses, reachable=reachable, placed=placed
+            ),
             waiting=waiting,
             decisions={
                 name: self._rollout(run, facts, name, waiting.get(name, ()))

@@ -375,6 +375,23 @@ class TestReports:
         assert result.changed_nodes == ("edge-1",)
         assert state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]["state"] == "offline"
 
+    def test_a_report_cannot_join_another_service_s_upstream(self, tmp_path: Path, key: SigningKey) -> None:
+        """app-3, whose plan does not place svc-1, signs a report claiming svc-1 on port 6666: ignored."""
+        node_keys = {n: SigningKey.generate() for n in ("app-1", "app-2", "app-3", "edge-1")}
+        repo = bare_repo(tmp_path / "fleet.git")
+        commit_files(repo, "main", fleet_files(keys={n: k.public_b64() for n, k in node_keys.items()}))
+        worker = reconciler(repo, key)
+        worker.reconcile(now=NOW)
+        assert "service:svc-1" not in [r["id"] for r in plans(repo)["app-3"]["resources"]]
+        push_report(repo, "app-1", plans(repo)["app-1"], key=node_keys["app-1"], when=NOW)
+        push_report(repo, "app-3", plans(repo)["app-3"], key=node_keys["app-3"], when=NOW, port=6666)
+        worker.reconcile(now=NOW + timedelta(seconds=1))
+        site = next(r for r in plans(repo)["edge-1"]["resources"] if r["id"] == "nginx:svc-1")
+        assert "server 10.0.0.1:8001;" in site["spec"]["content"]
+        assert "6666" not in site["spec"]["content"] and "10.0.0.3" not in site["spec"]["content"]
+        endpoints = state_files(repo, "status/services/svc-1.json")["status/services/svc-1.json"]["endpoints"]
+        assert [e["node"] for e in endpoints] == ["app-1"]
+
     def test_report_with_a_bad_signature_is_ignored(self, tmp_path: Path, key: SigningKey) -> None:
         """A report signed by another key does not count; the node's status says why."""
         repo = bare_repo(tmp_path / "fleet.git")

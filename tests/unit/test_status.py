@@ -21,6 +21,7 @@ from reconciler.core.decide.status import (
     endpoints_from_reports,
     node_states,
     node_status,
+    placed_ports,
     service_state,
     service_status,
 )
@@ -235,6 +236,39 @@ def test_endpoints_from_reports(name: str, reachable: list[str], ready: bool, ex
         {"web-1": report(ready=ready)}, addresses={"web-1": "10.0.0.1"}, reachable=reachable
     )
     assert [(e.address, e.port, e.healthy) for e in found["api"]] == expected
+
+
+PLACED: list[tuple[str, dict[str, Any], list[Any]]] = [
+    ("placed with its port", {"web-1": {"api": frozenset({"http"})}}, [("10.0.0.1", 8080, True)]),
+    ("another service's claim", {"web-1": {"misc": frozenset({"http"})}}, []),
+    ("a port the service does not declare", {"web-1": {"api": frozenset({"admin"})}}, []),
+    ("a node with no plan", {}, []),
+]
+
+
+@pytest.mark.parametrize(("name", "placed", "expected"), PLACED, ids=[p[0] for p in PLACED])
+def test_a_report_speaks_only_of_what_its_plan_placed(
+    name: str, placed: dict[str, Any], expected: list[Any]
+) -> None:
+    """An instance of a service its node's plan does not place there, or on an undeclared port, is no endpoint."""
+    found = endpoints_from_reports(
+        {"web-1": report()}, addresses={"web-1": "10.0.0.1"}, reachable=["web-1"], placed=placed
+    )
+    assert [(e.address, e.port, e.healthy) for e in found.get("api", [])] == expected
+
+
+def test_placed_ports_reads_the_plan_s_service_entries() -> None:
+    """Which services a plan places on its node, with their port names; other resources say nothing."""
+    resources = [
+        {
+            "id": "service:api",
+            "kind": "service",
+            "spec": {"name": "api", "ports": [{"name": "http", "port": 8080}]},
+        },
+        {"id": "service:worker", "kind": "service", "spec": {"name": "worker", "ports": []}},
+        {"id": "file:/etc/x", "kind": "file", "service": "misc", "spec": {"path": "/etc/x"}},
+    ]
+    assert placed_ports(resources) == {"api": frozenset({"http"}), "worker": frozenset()}
 
 
 def test_service_status_lists_instances_per_placed_node() -> None:

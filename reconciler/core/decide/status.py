@@ -102,17 +102,41 @@ def is_reachable(state: NodeState) -> bool:
     return state is not NodeState.OFFLINE
 
 
+def placed_ports(resources: Iterable[Entry]) -> dict[str, frozenset[str]]:
+    """Each service a plan places on its node, with the names of the ports it declares there."""
+    return {
+        str(entry["spec"].get("name")): frozenset(str(p.get("name")) for p in entry["spec"].get("ports", ()))
+        for entry in resources
+        if entry.get("kind") == ResourceKind.SERVICE
+    }
+
+
 def endpoints_from_reports(
-    reports: Mapping[str, ReceivedReport], *, addresses: Mapping[str, str], reachable: Iterable[str]
+    reports: Mapping[str, ReceivedReport],
+    *,
+    addresses: Mapping[str, str],
+    reachable: Iterable[str],
+    placed: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
 ) -> dict[str, list[Endpoint]]:
-    """Endpoints per service from reported instances: actual ports, ready only on reachable nodes."""
+    """Endpoints per service from reported instances: actual ports, ready only on reachable nodes.
+
+    With `placed` (node -> service -> declared port names, from each node's plan), a report speaks
+    only of what its node's plan placed there: an instance of another service or a port name the
+    service does not declare is ignored, so one node cannot join another service's upstream.
+    """
     up = set(reachable)
     found: dict[str, list[Endpoint]] = {}
     for node in sorted(reports):
         if node not in addresses:
             continue
+        allowed = placed.get(node, {}) if placed is not None else None
         for instance in reports[node].instances:
+            names = allowed.get(instance.service) if allowed is not None else None
+            if allowed is not None and names is None:
+                continue
             for port in instance.ports:
+                if names is not None and port.name not in names:
+                    continue
                 endpoint = Endpoint(
                     service=instance.service,
                     node=node,
