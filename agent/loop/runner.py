@@ -37,7 +37,7 @@ from agent.host.paths import Confinement
 from agent.loop.instances import InstanceObserver
 from agent.loop.report import applied_record, build_report, substance
 from agent.loop.state import StateDir
-from agent.loop.sync import StateSync, open_repo
+from agent.loop.sync import StateSync, clear_stale_locks, open_repo
 from contract.crypto import SealingKey, SigningKey, VerifyKey
 from contract.defaults import MAX_PLAN_BYTES, REPORTS_PREFIX, STATE_BRANCH
 from contract.documents import JsonObject, parse_json_document, sign_document
@@ -344,6 +344,10 @@ class Agent:
     def run(self, *, once: bool = False, stop: Callable[[], bool] = lambda: False) -> CycleOutcome:
         """Recover, then cycle every `interval` seconds (once with `once`), holding the agent lock."""
         with self.state.exclusive():
+            for lock in clear_stale_locks(self.state.repo):
+                log.warning(
+                    "removed a stale Git lock left by a killed agent", node=self.options.node, lock=lock
+                )
             self.recover()
             outcome = self.cycle(force_report=True)
             while not once and not stop():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,21 @@ def open_repo(path: Path) -> pygit2.Repository:
     if (path / "HEAD").exists():
         return pygit2.Repository(str(path))
     return pygit2.init_repository(str(path), bare=True)
+
+
+def clear_stale_locks(path: Path) -> list[str]:
+    """Remove ref lock files a killed agent left in its private repository; the names removed.
+
+    Call only while holding the agent lock: no other writer of this repository can exist then, so
+    every `.lock` is stale, and left alone it would fail every later fetch or report push.
+    """
+    found = [*path.joinpath("refs").rglob("*.lock"), path / "packed-refs.lock"]
+    removed = []
+    for lock in found:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            removed.append(str(lock.relative_to(path)))
+    return removed
 
 
 class StateSync:

@@ -112,3 +112,24 @@ def test_sigkill_mid_apply_never_leaves_a_torn_file(tmp_path: Path) -> None:
         if interrupted >= TRIALS:
             break
     assert interrupted >= TRIALS, f"only {interrupted} kills landed inside an apply"
+
+
+def test_git_locks_a_killed_agent_left_are_cleared_on_start(tmp_path: Path) -> None:
+    """A ref lock left in the agent's own repository by a SIGKILL would fail every later report push:
+    the next start removes it (it holds the agent lock, so no other writer exists) and reports."""
+    world = AgentWorld(tmp_path)
+    world.publish(variant("v0"))
+    world.agent().run(once=True)
+    repo = world.state_dir / "repo.git"
+    planted = [
+        repo / "refs/heads/plumb/reports/web-1.lock",
+        repo / "refs/plumb/state.lock",
+        repo / "packed-refs.lock",
+    ]
+    for lock in planted:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text("0" * 40 + "\n")
+    world.publish(variant("v1"))
+    assert world.agent().run(once=True).ok
+    assert not [lock for lock in planted if lock.exists()]
+    assert world.report()["applied"]["serial"] == 2
