@@ -16,6 +16,7 @@ import structlog
 
 from contract.crypto import SigningKey
 from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
+from contract.documents import verify_document
 from contract.errors import ContractError, PushRejected, RewindRefused, TemporaryError, UsageError
 from contract.vocabulary import NodeState
 from reconciler.core.compile.desired import CompileCache, Desired, Endpoint, SourceFile, compile_desired
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("plumb.reconcile")
 MAX_ATTEMPTS = 20
+HISTORY_LIMIT = 1000  # state commits searched back for the last plan of a node this reconciler signed
 SOURCE_PATH = "status/source.json"
 RELEASES_PREFIX = "status/releases/"
 JsonObject = dict[str, Any]
@@ -151,6 +153,7 @@ class _Pass:
     inputs: _Inputs
     now: datetime
     previous: Mapping[str, NodePlan]
+    unverified: frozenset[str] = frozenset()  # nodes whose plan on the branch this reconciler did not sign
     reports: Mapping[str, ReceivedReport] = field(default_factory=dict)
     discovered: _Discovered = field(default_factory=_Discovered)
 
@@ -402,7 +405,8 @@ class Reconciler:
         if self._memo is not None and self._memo.covers(inputs.key(self.state_branch), now):
             return PassResult(desired=inputs.desired, skipped=True)
         self._check_forward(inputs)
-        run = _Pass(inputs=inputs, now=now, previous=self._previous_plans(inputs.snapshot))
+        previous, unverified = self._previous_plans(inputs.snapshot)
+        run = _Pass(inputs=inputs, now=now, previous=previous, unverified=unverified)
         desired = self._compile(run)
         if not desired.ok or desired.model is None:
             return self._write_invalid(run, desired)
@@ -540,9 +544,8 @@ class Reconciler:
             secrets=self._secret_values(model),
             addresses={name: node.address for name, node in model.nodes.items()},
         )
-        resign = {
-            n for n, p in fleet.plans.items() if n not in fleet.changed and not self._signed_by_us(inputs, n)
-        }
+        # a plan on the branch that is not ours is replaced by ours, derived from the last plan we signed
+        resign = {n for n in fleet.plans if n not in fleet.changed and n in run.unverified}
         plan_files = {f"plans/{n}.json": self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
         docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
         docs.update(self._status_docs(run, model, fleet, warnings=desired.findings))
@@ -591,27 +594,57 @@ class Reconciler:
         self._plans_read[id(document)] = _PlanRead(document, plan)  # the next pass gets back this NodePlan
         return data
 
-    def _signed_by_us(self, inputs: _Inputs, node: str) -> bool:
-        document = self._store().try_load(inputs.snapshot, f"plans/{node}.json")
-        signature = (document or {}).get("signature") or {}
-        return bool(signature.get("key") == self.key.public_b64())
-
-    def _previous_plans(self, snapshot: StateSnapshot) -> dict[str, NodePlan]:
-        """The plans on the state branch; documents are cached by blob id, so NodePlans by identity here."""
+    def _previous_plans(self, snapshot: StateSnapshot) -> tuple[dict[str, NodePlan], frozenset[str]]:
+        """The plans on the state branch this reconciler verifiably signed, and the nodes whose plan there
+        is not one: for those, the newest plan of theirs in the branch's history that is (serials go on
+        from what we signed, never from a forged value). Documents are cached by blob id, so verified
+        NodePlans by identity here."""
         plans: dict[str, NodePlan] = {}
+        unverified: set[str] = set()
         known, self._plans_read = self._plans_read, {}
-        for path in snapshot.files:
-            document = self._store().try_load(snapshot, path) if path.startswith("plans/") else None
-            if document is None:
+        for path, blob in snapshot.files.items():
+            if not (path.startswith("plans/") and path.endswith(".json")):
                 continue
-            hit = known.get(id(document))
-            plan = hit.plan if hit is not None and hit.document is document else None
-            with contextlib.suppress(ContractError):
-                plan = plan or NodePlan.from_document(document)
-            if plan is not None:
-                plans[path[len("plans/") : -len(".json")]] = plan
+            node = path[len("plans/") : -len(".json")]
+            document = self._store().try_load(snapshot, path)
+            hit = known.get(id(document)) if document is not None else None
+            plan = (
+                hit.plan if hit is not None and hit.document is document else self._verified(node, document)
+            )
+            if plan is not None and document is not None:
                 self._plans_read[id(document)] = _PlanRead(document, plan)
-        return plans
+            else:
+                unverified.add(node)
+                plan = self._last_verified(snapshot, path, node, blob)
+                log.warning(
+                    "state branch holds a plan this reconciler did not sign", path=path, state=snapshot.tip
+                )
+            if plan is not None:
+                plans[node] = plan
+        return plans, frozenset(unverified)
+
+    def _verified(self, node: str, document: Mapping[str, Any] | None) -> NodePlan | None:
+        """The NodePlan of `document` if it is this reconciler's signed plan for `node`, else None."""
+        if document is None or document.get("node") != node:
+            return None
+        try:
+            verify_document(document, self.key.verify_key(), what=f"plan of {node}")
+            return NodePlan.from_document(document)
+        except ContractError:
+            return None
+
+    def _last_verified(self, snapshot: StateSnapshot, path: str, node: str, bad: str) -> NodePlan | None:
+        """The newest plan for `node` in the state branch's history that verifies (None if there is none)."""
+        store, seen = self._store(), {bad}
+        for blob in store.history_blobs(snapshot, path, limit=HISTORY_LIMIT):
+            if blob in seen:
+                continue
+            seen.add(blob)
+            with contextlib.suppress(ContractError):
+                plan = self._verified(node, store.load_json(blob, what=path))
+                if plan is not None:
+                    return plan
+        return None
 
     def _status_docs(
         self, run: _Pass, model: Model, fleet: FleetPlan, *, warnings: tuple[Finding, ...]

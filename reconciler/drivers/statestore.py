@@ -80,6 +80,17 @@ class StateStore:
         """Cache a document this process is about to write, so it is not parsed back."""
         self._json[blob_id] = document
 
+    def history_blobs(self, snapshot: StateSnapshot, path: str, *, limit: int) -> Iterator[str]:
+        """The blob ids `path` had in the state branch's commits, newest first, at most `limit` commits."""
+        if snapshot.tip is None:
+            return
+        walk = self.repo.walk(pygit2.Oid(hex=snapshot.tip), pygit2.enums.SortMode.TOPOLOGICAL)
+        for count, commit in enumerate(walk):
+            if count >= limit:
+                return
+            with contextlib.suppress(KeyError):
+                yield str(commit.tree[path].id)
+
     def try_load(self, snapshot: StateSnapshot, path: str) -> dict[str, Any] | None:
         blob_id = snapshot.files.get(path)
         if blob_id is None:

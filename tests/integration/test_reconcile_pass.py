@@ -505,3 +505,61 @@ def test_a_secret_not_sealed_to_this_reconciler_is_withheld(tmp_path: Path, key:
     assert "file:/srv/vault/db.conf" not in [r["id"] for r in plans(repo)["app-1"]["resources"]]
     status = state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]
     assert status["withheld"][0]["id"] == "file:/srv/vault/db.conf"
+
+
+def _forge(repo: pygit2.Repository, node: str, change: Any) -> None:
+    """What anyone with push access to the state branch can do: rewrite a plan, unsigned or re-keyed."""
+    document = plans(repo)[node]
+    change(document)
+    commit_files(repo, STATE, {f"plans/{node}.json": json.dumps(document)})
+
+
+FORGERIES: list[tuple[str, Any]] = [
+    (
+        "another node's plan, high serial, unsigned",
+        lambda d: (d.update(node="app-2", serial=1000), d.pop("signature")),
+    ),
+    ("serial rewritten low, bad signature", lambda d: d.update(serial=1)),
+    (
+        "resources emptied, signed by another key",
+        lambda d: d.update(sign_document({**d, "resources": []}, SigningKey.generate())),
+    ),
+    ("not JSON at all", None),
+]
+
+
+@pytest.mark.parametrize(("name", "change"), FORGERIES, ids=[f[0] for f in FORGERIES])
+def test_the_reconciler_signs_only_plans_it_derived(
+    tmp_path: Path, key: SigningKey, name: str, change: Any
+) -> None:
+    """A plan forged on the state branch is never signed as it is: the node's plan goes back to the last
+    one this reconciler signed (same serial, same resources), and serials go on from there."""
+    repo = bare_repo(tmp_path / "fleet.git")
+    files = fleet_files()
+    commit_files(repo, "main", files)
+    worker = reconciler(repo, key)
+    worker.reconcile(now=NOW)
+    files["services/svc-1.yaml"] = service_doc(
+        "svc-1", ["app-1", "app-2"], 8001, greeting="two", ingress=True
+    )
+    commit_files(repo, "main", files)
+    worker.reconcile(now=NOW)
+    honest = plans(repo)["app-1"]
+    if change is None:
+        commit_files(repo, STATE, {"plans/app-1.json": b"\xff not a plan"})
+    else:
+        _forge(repo, "app-1", change)
+    reconciler(repo, key).reconcile(now=NOW + timedelta(seconds=1))  # a restarted reconciler: no memory
+    restored = plans(repo)["app-1"]
+    verify_document(restored, key.verify_key(), what="plan")
+    assert (restored["node"], restored["serial"], restored["digest"]) == (
+        "app-1",
+        honest["serial"],
+        honest["digest"],
+    )
+    files["services/svc-1.yaml"] = service_doc(
+        "svc-1", ["app-1", "app-2"], 8001, greeting="three", ingress=True
+    )
+    commit_files(repo, "main", files)
+    reconciler(repo, key).reconcile(now=NOW + timedelta(seconds=2))
+    assert plans(repo)["app-1"]["serial"] == honest["serial"] + 1
