@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import structlog
 
 from agent import __version__
 from agent.host.nginxctl import Nginx
@@ -24,6 +23,7 @@ from agent.loop.state import StateDir
 from contract.crypto import SealingKey, SigningKey, VerifyKey
 from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError
+from contract.logs import configure_logging
 from contract.report import parse_report
 
 DEFAULT_STATE_DIR = "/var/lib/plumb-agent"
@@ -40,21 +40,6 @@ def _check_node(node: str) -> str:
     if not _NAME.match(node):
         raise click.BadParameter(f"{node!r} is not a valid node name", param_hint="--node")
     return node
-
-
-def _configure_logging() -> None:
-    """Logs go to stderr, as JSON when stderr is not a terminal."""
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -126,7 +111,7 @@ def _seconds(value: str) -> float:
 def run(**options: Any) -> None:
     """Pull the plan, verify it, converge the host, probe and report (every --interval)."""
     agent_options = _agent_options(options)
-    _configure_logging()
+    configure_logging()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         outcome = Agent(agent_options).run(once=options["once"])

@@ -7,6 +7,7 @@
 - `report`     the typed node report: built by the agent, parsed once by the reconciler (`parse_report`)
 - `crypto`     Ed25519 signing keys, X25519 sealing of secrets to a node
 - `errors`     the one `PlumbError` hierarchy, split by whether a retry can help
+- `logs`       how both scripts log (structured, stderr, JSON off a terminal)
 - `transport/` the Git remote both sides fetch and push through (file://, SSH with pinned keys, HTTPS)
 """
 

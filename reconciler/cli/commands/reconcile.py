@@ -12,6 +12,7 @@ import click
 import structlog
 
 from contract.errors import PlumbError, RewindRefused, TemporaryError
+from contract.logs import configure_logging
 from reconciler.cli.commands.common import fail, finding_lines
 from reconciler.core.compile.model import seconds
 from reconciler.drivers.keys import KEY_ENV, default_key_path, load_key
@@ -20,19 +21,6 @@ from reconciler.drivers.watch import install_signals, run_loop, watching_refs
 from reconciler.reconcile import PassResult, Reconciler
 
 log = structlog.get_logger("plumb.reconcile")
-
-
-def _configure_logging() -> None:
-    """Logs go to stderr, as JSON when stderr is not a terminal."""
-    renderer = structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def settle_caches() -> None:
@@ -111,7 +99,7 @@ def reconcile(
       plumb reconcile --repo ssh://git@git.example.com/fleet.git --ssh-key ~/.ssh/plumb \
           --known-hosts ~/.ssh/known_hosts
     """
-    _configure_logging()
+    configure_logging()
     try:
         key = load_key(key_file or default_key_path())
         location = open_location(repo_url, cache_dir=cache_dir, ssh_key=ssh_key, known_hosts=known_hosts)
