@@ -53,6 +53,16 @@ class VerifyKey:
             raise ContractError(f"public key must be 32 bytes, got {len(raw)}")
         return cls(Ed25519PublicKey.from_public_bytes(raw))
 
+    @classmethod
+    def from_text_or_file(cls, value: str) -> VerifyKey:
+        """A key given on a command line: base64, or a file holding it (last word of its text)."""
+        path = Path(value)
+        try:
+            text = path.read_text().strip() if path.is_file() else value
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ContractError(f"{value}: cannot read the public key: {exc}") from exc
+        return cls.from_b64(text.split()[-1] if text.split() else "")
+
     def public_b64(self) -> str:
         return _b64(self.key.public_bytes(*_RAW))
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pygit2
 import structlog
 
-from contract.crypto import SigningKey
+from contract.crypto import SigningKey, VerifyKey
 from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.documents import verify_document
 from contract.errors import ContractError, PushRejected, RewindRefused, TemporaryError, UsageError
@@ -47,6 +47,16 @@ from reconciler.core.decide.status import (
     placed_ports,
     service_status,
     source_status,
+)
+from reconciler.core.decide.trust import (
+    ALERTS_PATH,
+    MANIFEST_PATH,
+    Alert,
+    Manifest,
+    merge_alerts,
+    next_serials,
+    unvouched,
+    verified_manifest,
 )
 from reconciler.core.findings import Finding
 from reconciler.drivers.desired_source import SourceCache, read_commit_files
@@ -99,6 +109,24 @@ class _Memo:
         return self.key == key and now < self.until
 
 
+@dataclass(frozen=True)
+class _Trust:
+    """What the state branch's tip holds that this reconciler vouches for.
+
+    `manifest` is the tip's verified manifest, else the newest verified one in the branch's history
+    (its serials still hold; its files vouch for nothing at the tip), else an empty one; `ever_signed`
+    says whether any was found (a branch written before manifests existed is rewritten quietly).
+    """
+
+    manifest: Manifest
+    at_tip: bool
+    ever_signed: bool
+    unvouched: tuple[str, ...]
+
+    def vouches(self, snapshot: StateSnapshot, path: str) -> bool:
+        return self.at_tip and self.manifest.vouches(path, snapshot.files.get(path))
+
+
 @dataclass
 class _Inputs:
     """Everything a pass reads before computing, gathered in one place."""
@@ -107,6 +135,7 @@ class _Inputs:
     desired: str
     tips: dict[str, str]
     source: Mapping[str, Any] | None
+    trust: _Trust
 
     def key(self, state_branch: str, *, written: str | None = None) -> _PassKey:
         """What was read, as a memo key; after a write, the state branch is at `written`."""
@@ -154,6 +183,7 @@ class _Pass:
     now: datetime
     previous: Mapping[str, NodePlan]
     unverified: frozenset[str] = frozenset()  # nodes whose plan on the branch this reconciler did not sign
+    alerts: list[Alert] = field(default_factory=list)
     reports: Mapping[str, ReceivedReport] = field(default_factory=dict)
     discovered: _Discovered = field(default_factory=_Discovered)
 
@@ -366,6 +396,7 @@ class Reconciler:
     _service_status: _ServiceStatusMemo = field(default_factory=lambda: _ServiceStatusMemo(), init=False)
     _sealer_cache: dict[str, Sealer] = field(default_factory=dict, init=False)
     _secrets: SecretValues | None = field(default=None, init=False)
+    _manifests: dict[str, Manifest | None] = field(default_factory=dict, init=False)
 
     def reconcile(self, *, now: datetime | None = None) -> PassResult:
         """One pass, retried on lost races; `now` defaults to the clock (the core never reads it)."""
@@ -397,16 +428,51 @@ class Reconciler:
         if desired is None:
             raise UsageError(f"the desired branch {self.branch!r} does not exist")
         tips = report_tips(self.location.repo, self.reports_prefix)
-        source = self._store().try_load(snapshot, SOURCE_PATH)
-        return _Inputs(snapshot=snapshot, desired=desired, tips=tips, source=source)
+        trust = self._trust(snapshot)
+        source = (
+            self._store().try_load(snapshot, SOURCE_PATH) if trust.vouches(snapshot, SOURCE_PATH) else None
+        )
+        return _Inputs(snapshot=snapshot, desired=desired, tips=tips, source=source, trust=trust)
+
+    def _trust(self, snapshot: StateSnapshot) -> _Trust:
+        """Verify the tip's manifest; failing that, find the newest verified one for its serials."""
+        store, verify_key = self._store(), self.key.verify_key()
+        blob = snapshot.files.get(MANIFEST_PATH)
+        manifest = self._manifest(blob, verify_key)
+        if manifest is not None:
+            return _Trust(manifest, True, True, tuple(unvouched(manifest, snapshot.files)))
+        for old in store.history_blobs(snapshot, MANIFEST_PATH, limit=HISTORY_LIMIT):
+            found = self._manifest(old, verify_key) if old != blob else None
+            if found is not None:
+                return _Trust(found, False, True, tuple(unvouched(None, snapshot.files)))
+        return _Trust(Manifest(), False, False, tuple(unvouched(None, snapshot.files)))
+
+    def _manifest(self, blob: str | None, verify_key: VerifyKey) -> Manifest | None:
+        """The verified manifest in `blob` (cached by blob id: the check is the same each pass)."""
+        if blob is None:
+            return None
+        if blob not in self._manifests:
+            try:
+                document = self._store().load_json(blob, what=MANIFEST_PATH)
+            except ContractError:
+                document = None
+            if len(self._manifests) > 8:
+                self._manifests.clear()
+            self._manifests[blob] = verified_manifest(document, verify_key)
+        return self._manifests[blob]
+
+    def _trusted(self, run: _Pass, path: str) -> JsonObject | None:
+        """A status document of the state branch, if the verified manifest vouches for it."""
+        snapshot = run.inputs.snapshot
+        return self._store().try_load(snapshot, path) if run.inputs.trust.vouches(snapshot, path) else None
 
     def _attempt(self, now: datetime) -> PassResult:
         inputs = self._read_inputs()
         if self._memo is not None and self._memo.covers(inputs.key(self.state_branch), now):
             return PassResult(desired=inputs.desired, skipped=True)
         self._check_forward(inputs)
-        previous, unverified = self._previous_plans(inputs.snapshot)
-        run = _Pass(inputs=inputs, now=now, previous=previous, unverified=unverified)
+        run = _Pass(inputs=inputs, now=now, previous={})
+        run.previous, run.unverified = self._previous_plans(run)
         desired = self._compile(run)
         if not desired.ok or desired.model is None:
             return self._write_invalid(run, desired)
@@ -491,7 +557,7 @@ class Reconciler:
         """The service's next rollout step, from its stored state and what its nodes report."""
         if facts.model.versions.get(service) is None:
             return Decision(None, {})  # no Release: nothing to roll out (and no document)
-        stored = self._store().try_load(run.inputs.snapshot, f"{RELEASES_PREFIX}{service}.json")
+        stored = self._trusted(run, f"{RELEASES_PREFIX}{service}.json")
         started = _batch_started(stored)
         observations = {
             node: _not_before(self._observe(facts, service, node), started)
@@ -524,6 +590,16 @@ class Reconciler:
             last_good=last_good,
         )
         changes = self._diff_docs(inputs.snapshot, {SOURCE_PATH: document})
+        # a plan on the branch that is not ours goes back to the last one we signed, even now
+        changes.update(
+            {
+                f"plans/{n}.json": self._signed_file(run.previous[n])
+                for n in run.unverified
+                if n in run.previous
+            }
+        )
+        keep = {SOURCE_PATH, *(f"plans/{n}.json" for n in run.previous)}
+        changes = self._finish(run, changes, plans=run.previous, keep=keep)
         message = f"Record invalid desired commit {inputs.desired[:12]}\n\nDesired-Commit: {inputs.desired}\n"
         written = self._commit(run, changes, message) if changes else None
         self._remember(inputs, written, until=run.now + timedelta(days=1))
@@ -543,6 +619,7 @@ class Reconciler:
             sealers=self._sealers(model),
             secrets=self._secret_values(model),
             addresses={name: node.address for name, node in model.nodes.items()},
+            floors=inputs.trust.manifest.serials,
         )
         # a plan on the branch that is not ours is replaced by ours, derived from the last plan we signed
         resign = {n for n in fleet.plans if n not in fleet.changed and n in run.unverified}
@@ -551,6 +628,8 @@ class Reconciler:
         docs.update(self._status_docs(run, model, fleet, warnings=desired.findings))
         changes = self._diff_docs(inputs.snapshot, docs)
         changes.update(plan_files)
+        keep = {*docs, *(f"plans/{n}.json" for n in fleet.plans)}
+        changes = self._finish(run, changes, plans=fleet.plans, keep=keep)
         changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
         written = None
         if changes:
@@ -594,11 +673,12 @@ class Reconciler:
         self._plans_read[id(document)] = _PlanRead(document, plan)  # the next pass gets back this NodePlan
         return data
 
-    def _previous_plans(self, snapshot: StateSnapshot) -> tuple[dict[str, NodePlan], frozenset[str]]:
+    def _previous_plans(self, run: _Pass) -> tuple[dict[str, NodePlan], frozenset[str]]:
         """The plans on the state branch this reconciler verifiably signed, and the nodes whose plan there
         is not one: for those, the newest plan of theirs in the branch's history that is (serials go on
         from what we signed, never from a forged value). Documents are cached by blob id, so verified
-        NodePlans by identity here."""
+        NodePlans by identity here. Each plan that does not verify is an alert of `run`."""
+        snapshot = run.inputs.snapshot
         plans: dict[str, NodePlan] = {}
         unverified: set[str] = set()
         known, self._plans_read = self._plans_read, {}
@@ -619,6 +699,7 @@ class Reconciler:
                 log.warning(
                     "state branch holds a plan this reconciler did not sign", path=path, state=snapshot.tip
                 )
+                run.alerts.append(_forged_plan_alert(run, path, plan))
             if plan is not None:
                 plans[node] = plan
         return plans, frozenset(unverified)
@@ -706,7 +787,7 @@ class Reconciler:
             node=facts,
             plan=plan,
             previous_plan=run.previous.get(name),
-            previous_status=self._store().try_load(run.inputs.snapshot, f"status/nodes/{name}.json"),
+            previous_status=self._trusted(run, f"status/nodes/{name}.json"),
             report=report,
             now=run.now,
             offline_after=offline_after,
@@ -733,6 +814,40 @@ class Reconciler:
                 store.remember(str(pygit2.hash(data)), document)
         return changes
 
+    def _finish(
+        self,
+        run: _Pass,
+        changes: dict[str, bytes | None],
+        *,
+        plans: Mapping[str, NodePlan],
+        keep: Collection[str],
+    ) -> dict[str, bytes | None]:
+        """The pass's changes completed: what the manifest does not vouch for and the pass did not
+        write again is deleted, what was found is recorded in `status/alerts.json`, and the manifest
+        is signed over the resulting files (unchanged when they are)."""
+        snapshot, trust = run.inputs.snapshot, run.inputs.trust
+        for path in trust.unvouched:
+            if path in snapshot.files and path not in changes and path not in keep:
+                changes[path] = None
+        run.alerts.extend(_branch_alerts(run))
+        alerts = merge_alerts(self._trusted(run, ALERTS_PATH), run.alerts, now=run.now)
+        if alerts is not None and (
+            alerts != self._trusted(run, ALERTS_PATH) or ALERTS_PATH not in snapshot.files
+        ):
+            changes[ALERTS_PATH] = state_json(alerts)
+        files = {p: b for p, b in snapshot.files.items() if p != MANIFEST_PATH}
+        for path, data in changes.items():
+            if data is None:
+                files.pop(path, None)
+            else:
+                files[path] = str(pygit2.hash(data))
+        serials = next_serials(trust.manifest, {n: plan.serial for n, plan in plans.items()})
+        manifest = Manifest(files=files, serials=serials)
+        data = state_json(manifest.signed(self.key))
+        if snapshot.files.get(MANIFEST_PATH) != str(pygit2.hash(data)):
+            changes[MANIFEST_PATH] = data
+        return changes
+
     def _commit(self, run: _Pass, changes: Mapping[str, bytes | None], message: str) -> str:
         store, base = self._store(), run.inputs.snapshot
         commit = store.commit(base=base, changes=changes, message=message, when=run.now)
@@ -741,6 +856,44 @@ class Reconciler:
 
     def _remember(self, inputs: _Inputs, written: str | None, *, until: datetime) -> None:
         self._memo = _Memo(key=inputs.key(self.state_branch, written=written), until=until)
+
+
+def _branch_alerts(run: _Pass) -> list[Alert]:
+    """Alerts for what the state branch's tip holds that the reconciler does not vouch for."""
+    snapshot, trust = run.inputs.snapshot, run.inputs.trust
+    tip, at = snapshot.tip or "", run.now.isoformat()
+    if not trust.ever_signed:
+        return []  # a branch from before manifests: rewritten, nothing to accuse
+    if not trust.at_tip:
+        what = "is missing" if MANIFEST_PATH not in snapshot.files else "is not signed by this reconciler"
+        message = f"{what}: every status document treated as absent and written again"
+        return [Alert(at, MANIFEST_PATH, tip, message)]
+    alerted = {a.path for a in run.alerts}
+    found = [p for p in trust.unvouched if p not in alerted]
+    alerts = [Alert(at, p, tip, _unvouched_message(p, snapshot, trust)) for p in found[:10]]
+    if len(found) > 10:
+        alerts.append(
+            Alert(at, "status/", tip, f"{len(found) - 10} more files not written by this reconciler")
+        )
+    return alerts
+
+
+def _forged_plan_alert(run: _Pass, path: str, replacement: NodePlan | None) -> Alert:
+    instead = (
+        f"the last plan it signed (serial {replacement.serial}) is written again"
+        if replacement is not None
+        else "no plan it signed was found in the branch's history"
+    )
+    message = f"plan not signed by this reconciler for this node: ignored; {instead}"
+    return Alert(run.now.isoformat(), path, run.inputs.snapshot.tip or "", message)
+
+
+def _unvouched_message(path: str, snapshot: StateSnapshot, trust: _Trust) -> str:
+    if path not in snapshot.files:
+        return "deleted by someone other than this reconciler: written again"
+    if path in trust.manifest.files:
+        return "changed by someone other than this reconciler: ignored and written again"
+    return "added by someone other than this reconciler: ignored and removed"
 
 
 def _settings(model: Model) -> PlanSettings:

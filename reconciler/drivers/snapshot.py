@@ -12,12 +12,14 @@ from typing import Any
 import pygit2
 import yaml
 
+from contract.crypto import VerifyKey
 from contract.defaults import MAX_PLAN_BYTES
 from contract.documents import parse_json_document
 from contract.errors import ContractError, UsageError
 from contract.transport.gitread import read_blob
 from reconciler.core.compile.model import seconds
 from reconciler.core.decide.status import ReceivedReport
+from reconciler.core.decide.trust import MANIFEST_PATH, verified_manifest
 from reconciler.drivers.reports import read_report
 
 DEFAULT_OFFLINE_AFTER = 120
@@ -35,13 +37,19 @@ class Snapshot:
     documents: Mapping[str, JsonObject]  # status/... path -> document
     reports: Mapping[str, ReceivedReport]
     offline_after: int
+    verified: bool | None = None  # None: no reconciler key given; else whether its manifest verified
+    unverified: tuple[str, ...] = ()  # status documents left out: not vouched for by the manifest
 
     def under(self, prefix: str) -> list[JsonObject]:
         return [doc for path, doc in sorted(self.documents.items()) if path.startswith(prefix)]
 
 
-def read_snapshot(path: Path, *, state_branch: str, reports_prefix: str) -> Snapshot:
-    """Read the state branch's status documents and every node's latest report (local or remote-tracking)."""
+def read_snapshot(
+    path: Path, *, state_branch: str, reports_prefix: str, reconciler_key: VerifyKey | None = None
+) -> Snapshot:
+    """Read the state branch's status documents and every node's latest report (local or remote-tracking).
+
+    With the reconciler's public key, only documents its signed manifest vouches for are kept."""
     repo = _open(path)
     state_ref = _find_ref(repo, state_branch)
     if state_ref is None:
@@ -50,7 +58,18 @@ def read_snapshot(path: Path, *, state_branch: str, reports_prefix: str) -> Snap
             "(or fetch it into this clone)"
         )
     commit = repo.references[state_ref].peel(pygit2.Commit)
-    documents = _status_documents(repo, commit.tree)
+    documents, blobs = _status_documents(repo, commit.tree)
+    verified: bool | None = None
+    dropped: tuple[str, ...] = ()
+    if reconciler_key is not None:
+        manifest = verified_manifest(documents.get(MANIFEST_PATH), reconciler_key)
+        verified = manifest is not None
+        dropped = tuple(
+            p
+            for p in sorted(documents)
+            if p != MANIFEST_PATH and not (manifest and manifest.vouches(p, blobs[p]))
+        )
+        documents = {p: d for p, d in documents.items() if p not in dropped}
     source = documents.get("status/source.json") or {}
     nodes = [str(d.get("node")) for p, d in documents.items() if p.startswith("status/nodes/")]
     return Snapshot(
@@ -61,6 +80,8 @@ def read_snapshot(path: Path, *, state_branch: str, reports_prefix: str) -> Snap
         documents=documents,
         reports=_reports(repo, reports_prefix, nodes),
         offline_after=_offline_after(repo, source.get("commit")),
+        verified=verified,
+        unverified=dropped,
     )
 
 
@@ -87,16 +108,21 @@ def _remote_refs(repo: pygit2.Repository) -> list[str]:
     return [r for r in repo.references if r.startswith("refs/remotes/")]
 
 
-def _status_documents(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, JsonObject]:
-    """The status documents that parse within the contract's bounds; any other file is left out."""
+def _status_documents(
+    repo: pygit2.Repository, tree: pygit2.Tree
+) -> tuple[dict[str, JsonObject], dict[str, str]]:
+    """The status documents that parse within the contract's bounds (any other file is left out),
+    and their object ids."""
     documents: dict[str, JsonObject] = {}
+    blobs: dict[str, str] = {}
     if "status" not in tree:
-        return documents
+        return documents, blobs
     for path, blob in _blobs(tree["status"].peel(pygit2.Tree), "status/"):
         with contextlib.suppress(ContractError):
             data = read_blob(repo, blob.id, what=path, limit=MAX_PLAN_BYTES)
             documents[path] = parse_json_document(data, what=path, limit=MAX_PLAN_BYTES)
-    return documents
+            blobs[path] = str(blob.id)
+    return documents, blobs
 
 
 def _blobs(tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, pygit2.Blob]]:

@@ -27,6 +27,7 @@ from tests.integration.test_reconcile_pass import (
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration
+FLEET_KEY = SigningKey.generate()  # the reconciler's key: state it did not sign is not believed
 PLUMB = str(Path(sys.executable).parent / "plumb")
 ROLLOUT = {
     "service": "svc-1",
@@ -59,7 +60,7 @@ def fleet(tmp_path: Path) -> pygit2.Repository:
         "{name: svc-1}", "{name: svc-1, labels: {app: shop}}"
     )
     commit_files(repo, "main", files)
-    passes = reconciler(repo, SigningKey.generate())
+    passes = reconciler(repo, FLEET_KEY)
     passes.reconcile()
     now = datetime.now(UTC)
     push_report(repo, "app-1", plans(repo)["app-1"], key=None, when=now)
@@ -109,7 +110,7 @@ class TestFleet:
         """The state branch says online, but the live report age is past offlineAfter."""
         repo = bare_repo(tmp_path / "fleet.git")
         commit_files(repo, "main", fleet_files())
-        passes = reconciler(repo, SigningKey.generate())
+        passes = reconciler(repo, FLEET_KEY)
         passes.reconcile()
         old = datetime.now(UTC) - timedelta(seconds=600)
         push_report(repo, "app-1", plans(repo)["app-1"], key=None, when=old)
@@ -161,7 +162,7 @@ class TestSource:
         """The finding's file:line:col and the commit whose plans nodes keep."""
         good = status_json(fleet)["source"]["commit"]
         bad = commit_files(fleet, "main", {"services/svc-2.yaml": INVALID_SERVICE})
-        reconciler(fleet, SigningKey.generate()).reconcile()
+        reconciler(fleet, FLEET_KEY).reconcile()
         source = status_json(fleet)["source"]
         assert (source["commit"], source["ok"], source["lastGood"]) == (bad, False, good)
         code, output = invoke("--repo", fleet.path)

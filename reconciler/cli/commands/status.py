@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -13,10 +14,12 @@ from typing import Any
 import click
 from rich.live import Live
 
+from contract.crypto import VerifyKey
 from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError, UsageError
 from reconciler.cli.commands.common import fail
 from reconciler.cli.views.status import console, fleet_view, node_view, plain, render, service_view
+from reconciler.drivers.keys import default_key_path, load_key
 from reconciler.drivers.snapshot import read_snapshot
 
 WATCH_PERIOD = 2.0
@@ -43,6 +46,13 @@ JsonObject = dict[str, Any]
     help="table for people (colour on a terminal), json for machines.",
 )
 @click.option("--watch", is_flag=True, help=f"Redraw every {WATCH_PERIOD:.0f} s until Ctrl-C.")
+@click.option(
+    "--reconciler-key",
+    metavar="KEY|FILE",
+    envvar="PLUMB_RECONCILER_KEY",
+    help="The reconciler's public key (base64, or a file holding it; env PLUMB_RECONCILER_KEY): only "
+    "status it signed is shown. Default: the public half of the local reconciler key, if there is one.",
+)
 @click.option("--state-branch", default=STATE_BRANCH, show_default=True, help="The state branch.")
 @click.option(
     "--reports-prefix", default=REPORTS_PREFIX, show_default=True, help="Prefix of report branches."
@@ -53,6 +63,7 @@ def status(
     service: str | None,
     fmt: str,
     watch: bool,
+    reconciler_key: str | None,
     state_branch: str,
     reports_prefix: str,
 ) -> None:
@@ -74,6 +85,9 @@ def status(
               partially-degraded or failed.
     Source    the desired commit reconciled last; when it was invalid, its findings as
               file:line:col, and the commit whose plans the nodes keep.
+    Trust     whether the status shown is signed by the reconciler (its manifest verified
+              with --reconciler-key); ALERT lines name what the reconciler found on the
+              state or report branches that it did not write or that did not verify.
 
     \b
     Examples:
@@ -88,8 +102,9 @@ def status(
     if node and service:
         fail(UsageError("give --node or --service, not both"))
     try:
+        key = _verify_key(reconciler_key)
         show = _shower(
-            repo_path, node=node, service=service, fmt=fmt, branches=(state_branch, reports_prefix)
+            repo_path, node=node, service=service, fmt=fmt, branches=(state_branch, reports_prefix), key=key
         )
         if watch:
             _watch(show, fmt)
@@ -99,13 +114,32 @@ def status(
         fail(error)
 
 
+def _verify_key(given: str | None) -> VerifyKey | None:
+    """The key status is verified with: the one given, else the local reconciler's, else none."""
+    if given:
+        return VerifyKey.from_text_or_file(given)
+    local = default_key_path()
+    if local.is_file():
+        with contextlib.suppress(PlumbError, OSError, ValueError):
+            return load_key(local).verify_key()
+    return None
+
+
 def _shower(
-    path: Path, *, node: str | None, service: str | None, fmt: str, branches: tuple[str, str]
+    path: Path,
+    *,
+    node: str | None,
+    service: str | None,
+    fmt: str,
+    branches: tuple[str, str],
+    key: VerifyKey | None,
 ) -> Callable[[], JsonObject]:
     """A function reading the repository afresh and returning the view asked for."""
 
     def show() -> JsonObject:
-        snapshot = read_snapshot(path, state_branch=branches[0], reports_prefix=branches[1])
+        snapshot = read_snapshot(
+            path, state_branch=branches[0], reports_prefix=branches[1], reconciler_key=key
+        )
         now = datetime.now(UTC)
         if node:
             return node_view(snapshot, node, now)

@@ -13,9 +13,11 @@ from rich.text import Text
 
 from contract.errors import UsageError
 from reconciler.core.decide.status import age_seconds, live_node, service_summary
+from reconciler.core.decide.trust import ALERTS_PATH
 from reconciler.drivers.snapshot import Snapshot
 
 JsonObject = dict[str, Any]
+ALERTS_SHOWN = 5
 
 COLOURS = {
     "online": "green",
@@ -66,6 +68,9 @@ def _header(snapshot: Snapshot, now: datetime) -> JsonObject:
         "stateCommit": snapshot.state_commit,
         "stateAge": age_seconds(snapshot.state_time, now),
         "source": snapshot.documents.get("status/source.json"),
+        "verified": snapshot.verified,
+        "unverifiedDocuments": list(snapshot.unverified),
+        "alerts": list((snapshot.documents.get(ALERTS_PATH) or {}).get("alerts") or []),
     }
 
 
@@ -130,7 +135,37 @@ def _source(view: Mapping[str, Any]) -> RenderableType:
         line.append(f" (plans kept from {_short(source.get('lastGood'))})")
     line.append(f"   {state}", style="dim")
     findings = [Text(f"  {_finding(f)}", style=_finding_style(f)) for f in source.get("findings") or []]
-    return Group(line, *findings, Text(""))
+    return Group(line, *findings, *_trust(view), Text(""))
+
+
+def _trust(view: Mapping[str, Any]) -> list[Text]:
+    """Whether the status is the reconciler's own, and the latest alerts (all in --format json)."""
+    verified, dropped = view.get("verified"), view.get("unverifiedDocuments") or []
+    lines: list[Text] = []
+    if verified is None:
+        lines.append(
+            Text("Trust   not verified: give --reconciler-key to check the status is signed", style="dim")
+        )
+    elif not verified:
+        lines.append(
+            Text("Trust   the state branch's manifest is not signed by this reconciler key", style="red")
+        )
+    if dropped:
+        lines.append(
+            Text(
+                f"Trust   {len(dropped)} status documents not signed by the reconciler: not shown",
+                style="red",
+            )
+        )
+    alerts = [a for a in view.get("alerts") or [] if isinstance(a, Mapping)]
+    for alert in alerts[-ALERTS_SHOWN:]:
+        where = f"{alert.get('path')} @ {_short(alert.get('commit'))}"
+        lines.append(
+            Text(f"ALERT   {str(alert.get('at'))[:19]}  {where}: {alert.get('message')}", style="bold red")
+        )
+    if len(alerts) > ALERTS_SHOWN:
+        lines.append(Text(f"        ({len(alerts) - ALERTS_SHOWN} older alerts: --format json)", style="red"))
+    return lines
 
 
 def _finding(finding: Mapping[str, Any]) -> str:

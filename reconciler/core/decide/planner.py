@@ -295,11 +295,15 @@ def plan_node(
     now: datetime,
     digest: str | None = None,
     address: str | None = None,
+    floor: int = 0,
 ) -> NodePlan:
-    """The node's next plan: the previous one if its work is unchanged (renewed if near expiry)."""
+    """The node's next plan: the previous one if its work is unchanged (renewed if near expiry).
+
+    `floor` is the highest serial ever signed for the node: a new plan's serial is above it, and a
+    previous plan below it (an older plan put back on the branch) is replaced, never reused."""
     candidate = NodePlan(
         node=node,
-        serial=previous.serial + 1 if previous else 1,
+        serial=max(previous.serial if previous else 0, floor) + 1,
         commit=commit,
         expires=format_time(now + timedelta(seconds=settings.plan_expiry)),
         allowed_paths=settings.allowed_paths,
@@ -308,7 +312,7 @@ def plan_node(
         digest=digest if digest is not None else resources_digest(entries),
         address=address,
     )
-    if previous is None or not previous.same_work(candidate):
+    if previous is None or previous.serial < floor or not previous.same_work(candidate):
         return candidate
     if needs_renewal(previous, now=now, plan_expiry=settings.plan_expiry):
         return _replace_expires(previous, candidate.expires)
@@ -349,10 +353,12 @@ def plan_fleet(
     sealers: Mapping[str, Sealer] | None = None,
     secrets: SecretValues | None = None,
     addresses: Mapping[str, str] | None = None,
+    floors: Mapping[str, int] | None = None,
 ) -> FleetPlan:
     """Plan every node of the desired state; nodes that left it are `removed`.
 
-    `addresses` gives each node's `spec.address`, which its plan carries for probes without a host.
+    `addresses` gives each node's `spec.address`, which its plan carries for probes without a host;
+    `floors` the highest serial the reconciler ever signed for each node (see `plan_node`).
 
     Secret-bearing resources are sealed with the node's sealer; one that cannot be sealed (no
     sealing key, or a kind without a sealed form) is withheld from the plan, never sent in clear.
@@ -374,6 +380,7 @@ def plan_fleet(
             now=now,
             digest=cache.digest(node, entries),
             address=(addresses or {}).get(node),
+            floor=(floors or {}).get(node, 0),
         )
     cache.keep_only(list(nodes.values()))
     changed = frozenset(n for n, plan in plans.items() if previous.get(n) is not plan)
