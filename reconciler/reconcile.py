@@ -15,7 +15,7 @@ import pygit2
 import structlog
 
 from contract.crypto import SigningKey, VerifyKey
-from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
+from contract.defaults import MAX_PLAN_BYTES, REPORTS_PREFIX, STATE_BRANCH
 from contract.documents import verify_document
 from contract.errors import ContractError, PushRejected, RewindRefused, TemporaryError, UsageError
 from contract.vocabulary import NodeState
@@ -623,11 +623,14 @@ class Reconciler:
         )
         # a plan on the branch that is not ours is replaced by ours, derived from the last plan we signed
         resign = {n for n in fleet.plans if n not in fleet.changed and n in run.unverified}
-        plan_files = {f"plans/{n}.json": self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
+        plan_files = {n: self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
+        fleet, refused = _refuse_oversized(model, fleet, plan_files, run.previous)
         docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
-        docs.update(self._status_docs(run, model, fleet, warnings=desired.findings))
+        docs.update(self._status_docs(run, model, fleet, warnings=desired.findings + refused))
         changes = self._diff_docs(inputs.snapshot, docs)
-        changes.update(plan_files)
+        changes.update(
+            {f"plans/{n}.json": data for n, data in plan_files.items() if n in fleet.changed | resign}
+        )
         keep = {*docs, *(f"plans/{n}.json" for n in fleet.plans)}
         changes = self._finish(run, changes, plans=fleet.plans, keep=keep)
         changed_nodes = tuple(sorted(fleet.changed | fleet.removed | resign))
@@ -732,7 +735,9 @@ class Reconciler:
     ) -> dict[str, JsonObject | None]:
         """Every status document of this pass; those of nodes and services that left are deleted."""
         docs: dict[str, JsonObject | None] = {
-            f"status/nodes/{name}.json": self._node_doc(run, model, fleet, name) for name in model.nodes
+            f"status/nodes/{name}.json": self._node_doc(run, model, fleet, name)
+            for name in model.nodes
+            if name in fleet.plans  # not a node whose first plan was too big to write
         }
         releases = run.discovered.release_docs()
         states = node_states(docs)
@@ -856,6 +861,32 @@ class Reconciler:
 
     def _remember(self, inputs: _Inputs, written: str | None, *, until: datetime) -> None:
         self._memo = _Memo(key=inputs.key(self.state_branch, written=written), until=until)
+
+
+def _refuse_oversized(
+    model: Model, fleet: FleetPlan, files: Mapping[str, bytes], previous: Mapping[str, NodePlan]
+) -> tuple[FleetPlan, tuple[Finding, ...]]:
+    """Plans larger than agents accept are not written: the node keeps its previous plan (a node
+    without one gets none) and the source status carries an error naming it and the size."""
+    big = {n: len(data) for n, data in files.items() if len(data) > MAX_PLAN_BYTES}
+    if not big:
+        return fleet, ()
+    plans = {n: p for n, p in fleet.plans.items() if n not in big}
+    plans.update({n: previous[n] for n in big if n in previous})
+    findings = tuple(
+        Finding(
+            model.nodes[n].doc.path,
+            1,
+            1,
+            "",
+            f"the plan of {n} would be {size:,} bytes, more than the {MAX_PLAN_BYTES:,} agents accept; "
+            "it keeps its last plan until its resources shrink",
+            "plan-too-big",
+        )
+        for n, size in sorted(big.items())
+    )
+    changed = frozenset(fleet.changed - big.keys())
+    return replace(fleet, plans=plans, changed=changed), findings
 
 
 def _branch_alerts(run: _Pass) -> list[Alert]:

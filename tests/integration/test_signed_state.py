@@ -244,3 +244,28 @@ class TestStatusCommand:
         table = CliRunner().invoke(cli, ["status", "--repo", repo.path, "--reconciler-key", key.public_b64()])
         assert "ALERT" in table.output and "notes/x.txt" in table.output
         assert "1 status documents not signed by the reconciler" in table.output
+
+
+def test_a_plan_too_big_for_agents_is_an_error_not_a_write(
+    fleet: tuple[pygit2.Repository, dict[str, str]], key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node keeps its last plan and serial; the source status names the node and the size."""
+    import reconciler.reconcile as reconcile_module
+
+    repo, files = fleet
+    before = plans(repo)
+    limit = max(len(json.dumps(p)) for p in before.values()) + 400
+    monkeypatch.setattr(reconcile_module, "MAX_PLAN_BYTES", limit)
+    change_greeting(repo, files, "x" * limit)  # svc-1 is on app-1 and app-2
+    result = reconciler(repo, key).reconcile(now=NOW + timedelta(seconds=2))
+    after = plans(repo)
+    assert {n: after[n]["serial"] for n in ("app-1", "app-2")} == {
+        n: before[n]["serial"] for n in ("app-1", "app-2")
+    }
+    assert after["app-3"] == before["app-3"] and "app-1" not in result.changed_nodes
+    source = state_files(repo, "status/source.json")["status/source.json"]
+    refused = [f for f in source["findings"] if f["code"] == "plan-too-big"]
+    assert [f["path"] for f in refused] == ["nodes/app-1.yaml", "nodes/app-2.yaml"]
+    assert f"more than the {limit:,} agents accept" in refused[0]["message"]
+    manifest = verified_manifest(state_files(repo, MANIFEST_PATH)[MANIFEST_PATH], key.verify_key())
+    assert manifest is not None and manifest.serials["app-1"] == before["app-1"]["serial"]
