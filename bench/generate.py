@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from contract.crypto import SealingKey, SigningKey
 
 ALLOWED_PATHS = ["/etc/plumb", "/etc/nginx/conf.d", "/etc/systemd/system", "/opt", "/srv", "/var/lib/plumb"]
 # Seven nodes in ten run applications, two databases, one is an edge; even three nodes get every role.
@@ -284,15 +288,31 @@ def node_address(index: int) -> str:
     return f"10.{block // 256 % 256}.{block % 256}.{host + 1}"
 
 
+def node_signing_key(name: str) -> SigningKey:
+    """The key node `name` enrolled with: derived from its name, so the bench can sign its reports."""
+    return SigningKey(Ed25519PrivateKey.from_private_bytes(_seed("signing", name)))
+
+
+def node_keys(name: str) -> dict[str, str]:
+    """`spec.keys` of a generated node, as `plumb-agent enroll` prints them."""
+    sealing = X25519PrivateKey.from_private_bytes(_seed("sealing", name))
+    return {"signing": node_signing_key(name).public_b64(), "sealing": SealingKey(sealing).public_b64()}
+
+
+def _seed(what: str, name: str) -> bytes:
+    return hashlib.sha256(f"plumb bench {what} key of {name}".encode()).digest()
+
+
 def make_nodes(count: int, rng: random.Random) -> list[dict[str, Any]]:
     width = max(4, len(str(count)))
     nodes = []
     for index in range(count):
         labels = {"role": ROLES[index % len(ROLES)], "zone": ZONES[rng.randrange(len(ZONES))]}
-        spec: dict[str, Any] = {"address": node_address(index)}
+        name = f"node-{index:0{width}d}"
+        spec: dict[str, Any] = {"address": node_address(index), "keys": node_keys(name)}
         if rng.random() < 0.01:
             spec["cordoned"] = True
-        nodes.append(document("Node", f"node-{index:0{width}d}", spec, labels))
+        nodes.append(document("Node", name, spec, labels))
     return nodes
 
 

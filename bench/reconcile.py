@@ -12,9 +12,10 @@ from pathlib import Path
 import pygit2
 import structlog
 
-from bench.generate import generate
+from bench.generate import generate, node_signing_key
 from contract.crypto import SigningKey
 from contract.defaults import API_VERSION, REPORT_KIND, REPORTS_PREFIX
+from contract.documents import sign_document
 from reconciler.cli.commands.reconcile import settle_caches
 from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import PassResult, Reconciler
@@ -59,8 +60,9 @@ def push_report(repo: pygit2.Repository, node: str) -> None:
         "agentVersion": "bench", "applied": None, "resources": [], "drift": [], "instances": [],
         "capabilities": [],
     }  # fmt: skip
+    signed = sign_document(report, node_signing_key(node))
     builder = repo.TreeBuilder()
-    builder.insert("report.json", repo.create_blob(json.dumps(report).encode()), pygit2.GIT_FILEMODE_BLOB)
+    builder.insert("report.json", repo.create_blob(json.dumps(signed).encode()), pygit2.GIT_FILEMODE_BLOB)
     oid = repo.create_commit(None, SIGNATURE, SIGNATURE, "report", builder.write(), [])
     repo.references.create(f"refs/heads/{REPORTS_PREFIX}{node}", oid, force=True)
 

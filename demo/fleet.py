@@ -351,8 +351,10 @@ class LocalFleet:
 
     def read_nodes(self) -> dict[str, NodeInfo]:
         desired = compile_desired(read_worktree_files(self.work))
-        if not desired.ok or desired.model is None:
-            problems = "\n".join(str(f) for f in desired.findings if f.is_error)
+        # nodes are read to be enrolled: that they are not yet is no reason to stop
+        errors = [f for f in desired.findings if f.is_error and f.code != "unenrolled-node"]
+        if errors or desired.model is None:
+            problems = "\n".join(str(f) for f in errors)
             raise FleetError(f"the desired state in {self.work} is invalid:\n{problems}")
         repository = desired.model.repository
         self.state_branch, self.reports_prefix = repository.state_branch, repository.reports_prefix
@@ -482,7 +484,8 @@ def _insert_keys(work: Path, node: str, *, signing: str, sealing: str) -> None:
     path = work / "nodes" / f"{node}.yaml"
     if not path.exists():
         raise FleetError(f"expected the Node document of {node} in nodes/{node}.yaml")
-    text = re.sub(r"(?m)^  keys:.*\n(    .*\n)*", "", path.read_text())
+    text = re.sub(r"(?m)^  # An example enrollment.*\n(  # .*\n)*", "", path.read_text())
+    text = re.sub(r"(?m)^  keys:.*\n(    .*\n)*", "", text)
     block = f"  keys:\n    signing: {signing}\n    sealing: {sealing}\n"
     text, count = re.subn(r"(?m)^spec:[ \t]*\n", lambda m: m.group(0) + block, text, count=1)
     if count != 1:

@@ -1,10 +1,12 @@
 """Node reports from `plumb/reports/<node>` branches: read `report.json` at each tip and check its signature.
 
-A node whose Node document lists a signing key must sign its reports with it; a report that does
-not verify is ignored (the node's status says why). A node without a key is trusted but its
-reports are marked unverified. Reports are cached by branch tip, so an unchanged branch costs a
-ref lookup only. A report that breaks `schemas/report.schema.json` is ignored like a forged one, so
-one broken agent cannot stop the reconciler.
+Anyone who can push one node's report may be able to push every report branch, so a report is
+hostile until verified: read with limits (object size from its header, JSON depth, integer size),
+then its signature checked with the key the node enrolled (`spec.keys.signing`), and only then
+its shape. A node without an enrolled key has no report believed (validation makes that an error
+for any node with services). A report that does not verify or breaks `schemas/report.schema.json`
+is ignored and the node's status says why, so one broken or hostile node cannot stop the reconciler
+or speak for another. Reports are cached by branch tip, so an unchanged branch costs a ref lookup.
 """
 
 from __future__ import annotations
@@ -75,16 +77,37 @@ def read_reports(
     return reports
 
 
-def read_report(repo: pygit2.Repository, *, node: str, tip: str, signing_key: str | None) -> ReceivedReport:
-    """One report, checked (shape, node name, and signature when the node has a key) and parsed."""
+def read_report(
+    repo: pygit2.Repository, *, node: str, tip: str, signing_key: str | None, verify: bool = True
+) -> ReceivedReport:
+    """One report: bounded read, signature by the node's enrolled key, then shape and node name.
+
+    `verify=False` only for showing what a branch holds where no key is at hand (`plumb status`
+    shows the age of a report whose signature the reconciler already checked)."""
     try:
         document = _load(repo, tip, node)
-        if signing_key is not None:
-            verify_document(document, VerifyKey.from_b64(signing_key), what=f"report of {node}")
+        if verify:
+            if signing_key is None:
+                raise ContractError(
+                    f"{node} has no enrolled signing key, so its report is not believed; run "
+                    f"`plumb-agent enroll --node {node}` on it and add the keys to nodes/{node}.yaml"
+                )
+            _verify(document, node, signing_key)
+        _check_shape(document, node)
         report = parse_report(document)
     except ContractError as exc:
         return ReceivedReport(node=node, report=None, problem=str(exc))
-    return ReceivedReport(node=node, report=report, verified=signing_key is not None)
+    return ReceivedReport(node=node, report=report, verified=verify)
+
+
+def _verify(document: dict[str, object], node: str, signing_key: str) -> None:
+    try:
+        verify_document(document, VerifyKey.from_b64(signing_key), what=f"report of {node}")
+    except ContractError as exc:
+        raise ContractError(
+            f"{exc}; if {node} was enrolled again, put the keys `plumb-agent enroll` prints "
+            f"into nodes/{node}.yaml"
+        ) from exc
 
 
 def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
@@ -95,7 +118,10 @@ def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
     data = read_file(repo, tree, REPORT_FILE, what=f"report of {node}", limit=MAX_REPORT_BYTES)
     if data is None:
         raise ContractError(f"report branch of {node} has no {REPORT_FILE}")
-    document = parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES)
+    return parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES)
+
+
+def _check_shape(document: dict[str, object], node: str) -> None:
     if document.get("kind") != REPORT_KIND or document.get("node") != node:
         raise ContractError(f"report of {node} is not a NodeReport for {node}")
     if not schemas.is_valid("report", document):
@@ -104,4 +130,3 @@ def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
         raise ContractError(
             f"report of {node} breaks the report schema at {where or '/'}: {error and error.message}"
         )
-    return document

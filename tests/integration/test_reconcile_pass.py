@@ -14,11 +14,12 @@ import pytest
 
 from contract.crypto import SealingKey, SigningKey, unseal
 from contract.documents import sign_document, verify_document
-from contract.errors import RewindRefused
+from contract.errors import ContractError, RewindRefused
 from reconciler.core.compile import schemas
 from reconciler.drivers.keys import seal_secret, secrets_key
 from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import Reconciler
+from tests.support import node_key
 from tests.support.gitrepo import bare_repo, commit_files, read_file
 
 pytestmark = pytest.mark.integration
@@ -81,8 +82,10 @@ spec: {template: nope, placement: {nodes: [app-2]}}
 
 
 def node_doc(name: str, role: str, index: int, signing: str | None = None, sealing: str | None = None) -> str:
+    """A Node enrolled with `node_key(name)` unless other keys are given."""
+    signing = signing or node_key(name).public_b64()
     sealing = sealing or SealingKey.generate().public_b64()
-    keys = f"\n  keys: {{signing: {signing}, sealing: {sealing}}}" if signing else ""
+    keys = f"\n  keys: {{signing: {signing}, sealing: {sealing}}}"
     return (
         f"apiVersion: plumb/v1\nkind: Node\nmetadata: {{name: {name}, labels: {{role: {role}}}}}\n"
         f"spec:\n  address: 10.0.0.{index}{keys}\n"
@@ -151,7 +154,8 @@ def push_report(
     port: int = 8001,
     service: str = "svc-1",
 ) -> None:
-    """What an agent pushes: a report.json on plumb/reports/<node>, signed when a key is given."""
+    """What an agent pushes: a report.json on plumb/reports/<node>, signed with `key`, else with the
+    key the node enrolled with in these tests (`node_key`)."""
     report: dict[str, Any] = {
         "apiVersion": "plumb/v1",
         "kind": "NodeReport",
@@ -179,7 +183,7 @@ def push_report(
             }
         ],
     }
-    document = sign_document(report, key) if key else report
+    document = sign_document(report, key or node_key(node))
     commit_files(repo, f"plumb/reports/{node}", {"report.json": json.dumps(document)}, keep=False)
 
 
@@ -391,6 +395,29 @@ class TestReports:
         assert "6666" not in site["spec"]["content"] and "10.0.0.3" not in site["spec"]["content"]
         endpoints = state_files(repo, "status/services/svc-1.json")["status/services/svc-1.json"]["endpoints"]
         assert [e["node"] for e in endpoints] == ["app-1"]
+        status = state_files(repo, "status/nodes/app-3.json")["status/nodes/app-3.json"]
+        assert status["ignoredClaims"] == ["an instance of svc-1, which its plan does not place on this node"]
+
+    def test_a_node_without_enrolled_keys_has_no_report_believed(
+        self, tmp_path: Path, key: SigningKey
+    ) -> None:
+        """A keyless node (allowed only while it runs nothing) is offline whatever it pushes; its
+        status names the command to run."""
+        repo = bare_repo(tmp_path / "fleet.git")
+        files = fleet_files()
+        files["nodes/spare.yaml"] = (
+            "apiVersion: plumb/v1\nkind: Node\nmetadata: {name: spare, labels: {role: spare}}\n"
+            "spec: {address: 10.0.0.77}\n"
+        )
+        commit_files(repo, "main", files)
+        worker = reconciler(repo, key)
+        assert worker.reconcile(now=NOW).ok
+        push_report(repo, "spare", plans(repo)["spare"], key=SigningKey.generate(), when=NOW)
+        worker.reconcile(now=NOW + timedelta(seconds=1))
+        status = state_files(repo, "status/nodes/spare.json")["status/nodes/spare.json"]
+        assert status["state"] == "offline"
+        assert "no enrolled signing key" in status["reason"]
+        assert "plumb-agent enroll --node spare" in status["reason"]
 
     def test_report_with_a_bad_signature_is_ignored(self, tmp_path: Path, key: SigningKey) -> None:
         """A report signed by another key does not count; the node's status says why."""
@@ -415,7 +442,8 @@ def test_a_malformed_report_is_ignored_not_fatal(tmp_path: Path, key: SigningKey
     worker = reconciler(repo, key)
     worker.reconcile(now=NOW)
     broken = {"apiVersion": "plumb/v1", "kind": "NodeReport", "node": "app-1", "instances": "oops"}
-    commit_files(repo, "plumb/reports/app-1", {"report.json": json.dumps(broken)}, keep=False)
+    signed = sign_document(broken, node_key("app-1"))
+    commit_files(repo, "plumb/reports/app-1", {"report.json": json.dumps(signed)}, keep=False)
     assert worker.reconcile(now=NOW).ok
     status = state_files(repo, "status/nodes/app-1.json")["status/nodes/app-1.json"]
     assert status["state"] == "offline" and "report schema" in status["report"]["problem"]
@@ -439,8 +467,8 @@ spec:
 
 
 def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, key: SigningKey) -> None:
-    """app-1 (with a sealing key) gets the file sealed to it, the secret's value opened and sealed
-    again; app-2 (without) does not get it, and says why. The value never appears in clear."""
+    """Each node gets the file sealed to its own key, the secret's value opened and sealed again;
+    one node's copy cannot be opened with another's key. The value never appears in clear."""
     sealing = SealingKey.generate()
     repo = bare_repo(tmp_path / "fleet.git")
     recipient = secrets_key(key).public_b64()
@@ -458,9 +486,9 @@ def test_secret_bearing_files_are_sealed_per_node_or_withheld(tmp_path: Path, ke
     opened = unseal(sealed["spec"]["sealed"], sealing, context="app-1|file:/srv/vault/db.conf")
     assert opened == b"password=hunter2\n"
     assert b"hunter2" not in b"".join(read_file(repo, "plumb/state", p) for p in ("plans/app-1.json",))
-    assert "file:/srv/vault/db.conf" not in [r["id"] for r in found["app-2"]["resources"]]
-    status = state_files(repo, "status/nodes/app-2.json")["status/nodes/app-2.json"]
-    assert status["withheld"][0]["id"] == "file:/srv/vault/db.conf"
+    other = next(r for r in found["app-2"]["resources"] if r["id"] == "file:/srv/vault/db.conf")
+    with pytest.raises(ContractError):
+        unseal(other["spec"]["sealed"], sealing, context="app-2|file:/srv/vault/db.conf")
     assert reconciler(repo, key).reconcile(now=NOW).written is None  # sealing again changes nothing
 
 

@@ -12,12 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 from contract.crypto import SigningKey
+from contract.documents import sign_document
 from reconciler.cli.main import cli
 from reconciler.core.decide.review import batch_cuts
 from reconciler.core.decide.rollout import order
 from reconciler.drivers.statestore import LocalLocation
 from reconciler.reconcile import PassResult, Reconciler
 from tests.integration.test_reconcile_pass import node_doc, plans, state_files, state_tip
+from tests.support import node_key
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration
@@ -76,7 +78,7 @@ def base_files() -> dict[str, str]:
 def report(
     repo: pygit2.Repository, node: str, when: datetime, instances: list[dict[str, Any]], *, serial: int = 1
 ) -> None:
-    """An unsigned report (the nodes have no keys in these tests) with the given instances."""
+    """A report with the given instances, signed with the key the node enrolled with (`node_key`)."""
     document = {
         "apiVersion": "plumb/v1",
         "kind": "NodeReport",
@@ -95,7 +97,8 @@ def report(
         "capabilities": ["process"],
         "instances": instances,
     }
-    commit_files(repo, f"plumb/reports/{node}", {"report.json": json.dumps(document)}, keep=False)
+    signed = sign_document(document, node_key(node))
+    commit_files(repo, f"plumb/reports/{node}", {"report.json": json.dumps(signed)}, keep=False)
 
 
 def web(version: str, ready: bool = True, since: datetime | None = None) -> dict[str, Any]:

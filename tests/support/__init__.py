@@ -7,14 +7,39 @@ digest, signature), so agent tests exercise exactly the contract in `schemas/pla
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contract.crypto import SigningKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from contract.crypto import SealingKey, SigningKey
 from contract.documents import resource_digest, resources_digest, sign_document
 
 ALLOWED = ["/etc/plumb", "/etc/nginx/conf.d", "/etc/systemd/system", "/opt", "/srv", "/var/lib/plumb"]
+
+
+def node_key(name: str) -> SigningKey:
+    """The signing key test node `name` enrolled with: derived from its name, so that a fixture's
+    Node document and the reports a test pushes for that node agree without passing keys around."""
+    return SigningKey(Ed25519PrivateKey.from_private_bytes(_seed("signing", name)))
+
+
+def node_sealing_key(name: str) -> SealingKey:
+    """The sealing key test node `name` enrolled with (see `node_key`)."""
+    return SealingKey(X25519PrivateKey.from_private_bytes(_seed("sealing", name)))
+
+
+def node_keys_yaml(name: str) -> str:
+    """The `keys:` member of a test node's spec, as `plumb-agent enroll` prints it (flow style)."""
+    signing, sealing = node_key(name).public_b64(), node_sealing_key(name).public_b64()
+    return f"keys: {{signing: {signing}, sealing: {sealing}}}"
+
+
+def _seed(what: str, name: str) -> bytes:
+    return hashlib.sha256(f"plumb tests {what} key of {name}".encode()).digest()
 
 
 def resource_id(kind: str, spec: Mapping[str, Any]) -> str:

@@ -14,12 +14,18 @@ import pytest
 
 from reconciler.core.compile.desired import SourceFile, compile_desired
 from reconciler.core.findings import Severity
+from tests.support import node_keys_yaml
 
 
 def doc(kind: str, name: str, spec: str, labels: str = "") -> str:
-    """A document whose `spec:` is line 4, so spec line k (1-based) is file line 4 + k."""
+    """A document whose `spec:` is line 4, so spec line k (1-based) is file line 4 + k.
+
+    A Node gets its enrolled keys as the last member of its spec, unless the spec gives `keys`."""
     meta = f"{{name: {name}{', labels: ' + labels if labels else ''}}}"
-    body = textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ")
+    spec = textwrap.dedent(spec).strip("\n")
+    if kind == "Node" and "keys:" not in spec:
+        spec += "\n" + node_keys_yaml(name)
+    body = textwrap.indent(spec, "  ")
     return f"apiVersion: plumb/v1\nkind: {kind}\nmetadata: {meta}\nspec:\n{body}\n"
 
 
@@ -127,6 +133,17 @@ class Case:
 
 
 CASES = [
+    # --- trust -----------------------------------------------------------------------------
+    Case(
+        "node-with-services-but-no-keys",
+        {
+            "nodes/app-1.yaml": "apiVersion: plumb/v1\nkind: Node\nmetadata: {name: app-1, labels: {role: app}}\n"
+            "spec:\n  address: 10.0.0.1\n"
+        },
+        "unenrolled-node",
+        "nodes/app-1.yaml",
+        4,
+    ),
     # --- malformed input -------------------------------------------------------------------
     Case(
         "malformed-flow",

@@ -29,7 +29,7 @@ from reconciler.core.compile.load import Document, ParsedFile, parse_file
 from reconciler.core.compile.model import Model, Node
 from reconciler.core.compile.render import Lookups, healthy_endpoints
 from reconciler.core.compile.schemas import document_findings, dotted
-from reconciler.core.compile.validate import BuildMemo, build_model
+from reconciler.core.compile.validate import BuildMemo, build_model, unenrolled
 from reconciler.core.compile.values import Endpoint, RenderedResource, SourceFile
 from reconciler.core.findings import Finding, has_errors
 
@@ -202,6 +202,7 @@ def compile_desired(
     lookups = Lookups(endpoints or {}, {s.name: s.data for s in model.secrets.values()}, _certificates(model))
     nodes, rendered = _Assembly(model, lookups, cache, pins or {}, waiting or {}).run()
     findings.extend(rendered)
+    findings.extend(unenrolled(model, (name for name, resources in nodes.items() if resources)))
     cache.prune(live)
     return Desired(tuple(sorted(set(findings))), model, nodes)
 

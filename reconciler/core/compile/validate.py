@@ -72,6 +72,21 @@ class _Checks:
         self.findings.append(Finding(doc.path, line, column, dotted(path), message, code, severity))
 
 
+def unenrolled(model: Model, serving: Iterable[str]) -> list[Finding]:
+    """An error for each node that gets resources but has no enrolled signing key: no report of it
+    could be believed, so nothing it runs would ever be seen, discovered or rolled out."""
+    checks = _Checks()
+    for name in sorted(serving):
+        node = model.nodes.get(name)
+        if node is not None and not node.signing_key:
+            message = (
+                f"{name} runs services but has no enrolled keys, so none of its reports can be believed; "
+                f"run `plumb-agent enroll --node {name}` on it and add the printed keys block here"
+            )
+            checks.add(node.doc, ("spec",), message, "unenrolled-node", key=True)
+    return checks.findings
+
+
 def build_model(
     valid: Sequence[Document],
     invalid_names: Mapping[str, set[str]],

@@ -152,6 +152,22 @@ def endpoints_from_reports(
     }
 
 
+def ignored_claims(report: ReceivedReport | None, placed: Mapping[str, frozenset[str]]) -> list[str]:
+    """What a report says that its node's plan gives it no say in (see `endpoints_from_reports`)."""
+    claims: list[str] = []
+    for instance in report.instances if report is not None else ():
+        names = placed.get(instance.service)
+        if names is None:
+            claims.append(f"an instance of {instance.service}, which its plan does not place on this node")
+            continue
+        claims.extend(
+            f"port {port.name!r} of {instance.service}, which the service does not declare"
+            for port in instance.ports
+            if port.name not in names
+        )
+    return claims
+
+
 def compact(entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:
     """A plan's resources reduced to what pending actions need: digest, and state where it has one."""
     out: dict[str, dict[str, Any]] = {}
@@ -215,6 +231,9 @@ def node_status(
         "rejected": _rejected(report),
         "report": {"verified": report.verified, "problem": report.problem} if report else None,
     }
+    claims = ignored_claims(report, placed_ports((previous_plan or plan).resources))
+    if claims:
+        document["ignoredClaims"] = claims
     if withheld:
         reason = "uses a secret but cannot be sealed to this node (no sealing key, or a kind without sealing)"
         document["withheld"] = [{"id": ident, "reason": reason} for ident in withheld]
@@ -587,6 +606,7 @@ def live_node(
         "pending": list(document.get("pending") or []),
         "drift": list(document.get("drift") or []),
         "rejected": document.get("rejected"),
+        "ignoredClaims": list(document.get("ignoredClaims") or []),
     }
 
 
