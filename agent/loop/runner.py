@@ -68,6 +68,7 @@ class AgentOptions:
     known_hosts: Path | None = None
     interval: float = 15.0
     nginx: Nginx | None = None
+    local_artifacts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Agent:
             runtime=self._runtime(confinement),
             nginx=self.options.nginx,
             sealing_key=self.sealing_key,
+            local_artifacts=self.options.local_artifacts,
         )
 
     def _runtime(self, confinement: Confinement) -> Runtime:

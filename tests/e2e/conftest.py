@@ -29,7 +29,11 @@ def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
         agent_interval: str = "0.5s",
         name: str = "fleet",
     ) -> Fleet:
-        fleet = Fleet(tmp_path / f"{name}-{len(fleets)}", agent_interval=agent_interval)
+        # the tests build their release artifacts in tmp_path/artifacts and point file:// URLs there
+        artifacts = tmp_path / "artifacts"
+        fleet = Fleet(
+            tmp_path / f"{name}-{len(fleets)}", agent_interval=agent_interval, local_artifacts=artifacts
+        )
         fleets.append(fleet)
         fleet.create(source=source, files=files, prepare=prepare)
         return fleet
