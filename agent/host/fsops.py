@@ -40,21 +40,23 @@ TEMPORARY_ERRNOS = {
 }
 
 
-def translated(exc: OSError, where: str, *, doing: str) -> PermanentError | TemporaryError:
-    """One clear line for an OSError: temporary when the disk or filesystem is at fault."""
+def translated(
+    exc: OSError, where: str, *, doing: str, temporary: bool = False
+) -> PermanentError | TemporaryError:
+    """One clear line for an OSError: temporary when the disk or filesystem is at fault (or always,
+    with `temporary`, for what the agent keeps for itself and can only retry)."""
     reason = TEMPORARY_ERRNOS.get(exc.errno or 0)
-    if reason is not None:
-        return TemporaryError(f"{where}: {reason} while {doing}")
-    return PermanentError(f"{where}: {(exc.strerror or str(exc)).lower()} while {doing}")
+    line = f"{where}: {reason or (exc.strerror or str(exc)).lower()} while {doing}"
+    return TemporaryError(line) if reason is not None or temporary else PermanentError(line)
 
 
 @contextlib.contextmanager
-def saying(where: str, *, doing: str) -> Iterator[None]:
+def saying(where: str, *, doing: str, temporary: bool = False) -> Iterator[None]:
     """Translate an OSError raised inside into `translated(...)`; PlumbErrors pass unchanged."""
     try:
         yield
     except OSError as exc:
-        raise translated(exc, where, doing=doing) from exc
+        raise translated(exc, where, doing=doing, temporary=temporary) from exc
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def _lookup(name: str | None, getter: Callable[[str], Any], what: str) -> int:
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
     """Atomically replace a JSON state file: a unique temp file (O_EXCL) in the same directory,
     fsync unless not `durable`, rename; the temp file is removed on any failure."""
-    with saying(str(path), doing="writing"):
+    with saying(str(path), doing="writing", temporary=True):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -364,7 +366,7 @@ def read_json(path: Path) -> Any:
         return None
     if not stat.S_ISREG(st.st_mode):
         raise DamagedState(f"{path}: is a {_kind(st.st_mode)}, not a file")
-    with saying(str(path), doing="reading"):
+    with saying(str(path), doing="reading", temporary=True):
         text = _read_file(path)
     try:
         return json.loads(text)
