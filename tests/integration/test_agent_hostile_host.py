@@ -242,6 +242,34 @@ def test_a_user_swapping_the_artifact_directory_never_gets_a_tarball_unpacked(
         assert set(outcomes) == {"failed"}
 
 
+def test_a_download_cut_short_is_a_temporary_failure_that_leaves_nothing(tmp_path: Path) -> None:
+    """A body shorter than its Content-Length fails the resource in one line; nothing is unpacked."""
+    good = tar_bytes({"bin/server": GOOD})
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(good)))
+            self.end_headers()
+            self.wfile.write(good[: len(good) // 2])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        world = AgentWorld(tmp_path / "node")
+        world.publish([artifact_spec(f"http://127.0.0.1:{httpd.server_address[1]}/a.tar.gz", good)])
+        error = world.agent().run(once=True).result.resources[0].change.error
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert "download failed" in error and "\n" not in error, error
+    assert list(world.path("/opt/api").iterdir()) == []
+    assert leftovers(world.root, world.state_dir) == []
+
+
 # -- archives that break a limit or leave the target --------------------------------------------
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -152,15 +153,24 @@ def _copy(source: Source, out: IO[bytes], *, limits: Limits) -> str:
                     raise PermanentError(f"{source.url}: larger than the limit of {limit} bytes")
                 digest.update(chunk)
                 out.write(chunk)
+            _check_length(response, size)
         out.flush()
-    except (URLError, OSError) as exc:
+    except (URLError, OSError, http.client.HTTPException) as exc:  # a body cut short is the last
         raise TemporaryError(f"{source.url}: download failed: {_reason(exc)}") from exc
     return digest.hexdigest()
 
 
-def _reason(exc: OSError) -> str:
-    reason = fsops.TEMPORARY_ERRNOS.get(exc.errno or 0)
-    return reason or str(getattr(exc, "reason", None) or exc.strerror or exc)
+def _check_length(response: IO[bytes], size: int) -> None:
+    """A body shorter than its Content-Length was cut short: worth another try, unlike a bad digest."""
+    headers = getattr(response, "headers", None)
+    declared = headers.get("Content-Length") if headers is not None else None
+    if declared is not None and declared.isdigit() and int(declared) != size:
+        raise http.client.IncompleteRead(b"", int(declared) - size)
+
+
+def _reason(exc: Exception) -> str:
+    reason = fsops.TEMPORARY_ERRNOS.get(getattr(exc, "errno", None) or 0)
+    return reason or str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
 
 
 # -- unpacking ----------------------------------------------------------------------------------
