@@ -107,6 +107,12 @@ def _seconds(value: str) -> float:
     "--nginx-config", default=None, help="nginx's main config (-c); it must include the sites directory."
 )
 @click.option("--nginx-prefix", default=None, help="nginx's prefix (-p).")
+@click.option(
+    "--local-artifacts",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Accept file:// artifact URLs for files below this directory (demos, tests); refused otherwise.",
+)
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def run(**options: Any) -> None:
     """Pull the plan, verify it, converge the host, probe and report (every --interval)."""
@@ -147,6 +153,7 @@ def _agent_options(options: dict[str, Any]) -> AgentOptions:
         known_hosts=Path(options["known_hosts"]) if options["known_hosts"] else None,
         interval=_seconds(options["interval"]),
         nginx=nginx,
+        local_artifacts=Path(options["local_artifacts"]).resolve() if options["local_artifacts"] else None,
     )
 
 

@@ -102,7 +102,8 @@ def demo(example: Path, workdir: Path | None, duration: float | None, interval: 
         raise click.BadParameter(f"{workdir} exists; give a new directory", param_hint="--workdir")
     temporary = workdir is None
     path = Path(tempfile.mkdtemp(prefix="plumb-demo-")) if workdir is None else workdir
-    run = _Run(LocalFleet(path, agent_interval=interval), console, timeout)
+    fleet = LocalFleet(path, agent_interval=interval, local_artifacts=path / "artifacts")
+    run = _Run(fleet, console, timeout)
     code = 130
     try:
         with _signals_interrupt():

@@ -309,9 +309,11 @@ class LocalFleet:
     reports_prefix: str = REPORTS_PREFIX
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     public_key: str = ""
+    local_artifacts: Path | None = None  # agents accept file:// artifacts below it (none otherwise)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
+        self.local_artifacts = self.local_artifacts.resolve() if self.local_artifacts else None
         self.children = Children(self.workdir / "logs")
         self._reader: BranchReader | None = None
 
@@ -395,6 +397,8 @@ class LocalFleet:
         argv += ["--state-dir", str(info.state_dir(self.workdir)), "--runtime", "process"]
         argv += ["--interval", self.agent_interval, "--state-branch", self.state_branch]
         argv += ["--reports-prefix", self.reports_prefix, "--nginx-binary", NGINX]  # never another nginx
+        if self.local_artifacts is not None:
+            argv += ["--local-artifacts", str(self.local_artifacts)]
         if info.nginx and nginx_available():
             argv += ["--nginx-config", str(self._nginx_config(info))]
             argv += ["--nginx-prefix", str(self._nginx_prefix(info))]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -378,7 +377,6 @@ def _forget_unit(host: Host, unit: str) -> None:
 def _remove(host: Host, path: str, kind: str | None) -> None:
     parts = host.confinement.parts(path)
     if kind == ResourceKind.ARTIFACT:
-        fsops.observe(host.root, parts, read=False)  # refuses a symlinked path before rmtree
-        shutil.rmtree(host.confinement.host(path), ignore_errors=True)
+        fsops.remove_tree(host.root, parts)
         return
     fsops.remove(host.root, parts)

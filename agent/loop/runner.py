@@ -68,6 +68,7 @@ class AgentOptions:
     known_hosts: Path | None = None
     interval: float = 15.0
     nginx: Nginx | None = None
+    local_artifacts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Agent:
             runtime=self._runtime(confinement),
             nginx=self.options.nginx,
             sealing_key=self.sealing_key,
+            local_artifacts=self.options.local_artifacts,
         )
 
     def _runtime(self, confinement: Confinement) -> Runtime:
@@ -138,15 +140,22 @@ class Agent:
             return ProcessRuntime(confinement=confinement, state_dir=self.options.state_dir)
         return SystemdRuntime(unit_dir=self.options.root / "etc/systemd/system")
 
+    def serial_floor(self) -> int | None:
+        """The lowest serial a new plan may have: the applied one, or the stored plan's if higher
+        (that plan was verified against the applied serial), so the floor survives a damaged
+        applied.json and an older signed plan is still refused."""
+        serials = [(self.state.load(name) or {}).get("serial") for name in ("applied", "plan")]
+        known = [serial for serial in serials if isinstance(serial, int)]
+        return max(known, default=None)
+
     def _verify(self, document: JsonObject, *, check_expiry: bool = True, known: bool = False) -> Plan:
-        applied = self.state.load("applied") or {}
         now = self.clock() if check_expiry else datetime.min.replace(tzinfo=UTC)
         known = known or document == self.state.load("plan")
         plan = verify_plan(
             document,
             key=self.options.reconciler_key,
             node=self.options.node,
-            last_serial=applied.get("serial"),
+            last_serial=self.serial_floor(),
             now=now,
             shape_checked=known,
         )
@@ -348,12 +357,34 @@ class Agent:
                 log.warning(
                     "removed a stale Git lock left by a killed agent", node=self.options.node, lock=lock
                 )
-            self.recover()
-            outcome = self.cycle(force_report=True)
+            outcome = self._first_cycle(once=once)
             while not once and not stop():
                 self.pause(min(self.options.interval, self.memory.heartbeat))
-                outcome = self.cycle()
+                outcome = self._cycle_saying(once=once) or outcome
+        if outcome is None:
+            raise TemporaryError("stopped before any cycle could finish")
         return outcome
+
+    def _first_cycle(self, *, once: bool) -> CycleOutcome | None:
+        """Recover an interrupted apply, then cycle, forcing a report; None if the host failed it."""
+        try:
+            self.recover()
+        except TemporaryError as exc:
+            if once:
+                raise
+            log.error("cycle failed; will retry", node=self.options.node, reason=str(exc))
+            return None
+        return self._cycle_saying(once=once, force_report=True)
+
+    def _cycle_saying(self, *, once: bool, force_report: bool = False) -> CycleOutcome | None:
+        """One cycle; a full or read-only disk is one line per cycle, and the next one tries again."""
+        try:
+            return self.cycle(force_report=force_report)
+        except TemporaryError as exc:
+            if once:
+                raise
+            log.error("cycle failed; will retry", node=self.options.node, reason=str(exc))
+            return None
 
     def pause(self, seconds: float) -> None:
         """Sleep between cycles; a remote on this machine ends the sleep as soon as its state branch moves."""

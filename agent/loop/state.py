@@ -10,20 +10,39 @@
 <state-dir>/repo.git          bare repository for fetching plans and pushing reports
 <state-dir>/supervise/        the process runtime's supervisors
 <state-dir>/agent.lock        held (flock) by the running agent, so two never apply at once
+<state-dir>/downloads/        artifacts being downloaded (unnamed files, 0700)
+
+A damaged state file (not JSON, not an object, a directory in its place) is moved aside to
+`<name>.json.damaged-<time>` with one warning line, and the agent goes on as if it were absent;
+what that costs is small and on the safe side for each file:
+    applied   the serial floor for new plans still holds: plan.json's serial (that plan was
+              verified against the applied one) counts too, see `Agent.serial_floor`
+    plan      nothing to re-apply until the next fetch brings a verified plan
+    ledger    resources created earlier are no longer pruned (left on disk, never wrongly removed)
+    journal   the interrupted apply is finished by the next apply anyway; what it created is not pruned
+    hooks     release hooks of the current versions may run once more
+A file that cannot be read or written right now (I/O error, read-only or full disk) is a
+TemporaryError: the cycle says so in one line and the next one tries again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.host.fsops import read_json, write_json
+import structlog
+
+from agent.host.fsops import DamagedState, read_json, saying, write_json
 from contract.crypto import write_private
 from contract.errors import TemporaryError
+
+log = structlog.get_logger("plumb.agent")
 
 
 @dataclass(frozen=True)
@@ -48,14 +67,35 @@ class StateDir:
         return self.path / f"{name}.json"
 
     def load(self, name: str) -> Any:
-        return read_json(self.file(name))
+        """A state file's object, or None if absent; a damaged one is moved aside (and is absent)."""
+        path = self.file(name)
+        try:
+            value = read_json(path)
+            if value is None or isinstance(value, dict):
+                return value
+            raise DamagedState(f"{path}: is not a JSON object")
+        except DamagedState as exc:
+            self._set_aside(path, str(exc))
+            return None
+
+    def _set_aside(self, path: Path, problem: str) -> None:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        with saying(problem, doing="moving it aside", temporary=True):
+            os.rename(path, aside)
+        log.warning("damaged state file moved aside", problem=problem, moved_to=aside.name)
 
     def save(self, name: str, value: Any, *, durable: bool = True) -> None:
         """Replace a state file; `durable=False` for what is rebuilt anyway (the report), no fsync."""
-        write_json(self.file(name), value, durable=durable)
+        path = self.file(name)
+        if path.is_dir() and not path.is_symlink():
+            self._set_aside(path, f"{path}: is a directory, not a file")
+        write_json(path, value, durable=durable)
 
     def drop(self, name: str) -> None:
-        self.file(name).unlink(missing_ok=True)
+        path = self.file(name)
+        if os.path.lexists(path):  # unlinking a missing file still fails on a read-only disk
+            with saying(str(path), doing="removing it", temporary=True):
+                path.unlink(missing_ok=True)
 
     def save_private(self, path: Path, text: str) -> None:
         write_private(path, text)
@@ -63,8 +103,11 @@ class StateDir:
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the agent lock for the duration; TemporaryError if another agent holds it."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.path / "agent.lock", "a") as handle:
+        lock = self.path / "agent.lock"
+        with saying(str(lock), doing="opening it", temporary=True):
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handle = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)  # works read-only too
+        try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
@@ -72,3 +115,5 @@ class StateDir:
                     f"{self.path}: another plumb-agent is running with this state directory"
                 ) from exc
             yield
+        finally:
+            os.close(handle)

@@ -12,6 +12,7 @@ import pygit2
 
 from contract.defaults import MAX_PLAN_BYTES
 from contract.documents import to_file_json
+from contract.errors import TemporaryError
 from contract.transport.gitread import read_file
 from contract.transport.gitremote import Remote
 
@@ -32,7 +33,8 @@ def clear_stale_locks(path: Path) -> list[str]:
     Call only while holding the agent lock: no other writer of this repository can exist then, so
     every `.lock` is stale, and left alone it would fail every later fetch or report push.
     """
-    found = [*path.joinpath("refs").rglob("*.lock"), path / "packed-refs.lock"]
+    packed = path / "packed-refs.lock"  # only if present: unlinking a missing file fails read-only
+    found = [*path.joinpath("refs").rglob("*.lock"), *([packed] if packed.exists() else [])]
     removed = []
     for lock in found:
         with contextlib.suppress(FileNotFoundError):
@@ -75,6 +77,14 @@ class StateSync:
 
     def push_report(self, report: Mapping[str, Any]) -> str:
         """Push `report` as the single commit of the node's report branch (history is not kept)."""
+        try:
+            commit = self._report_commit(report)
+        except (pygit2.GitError, OSError) as exc:  # a full or read-only state directory
+            raise TemporaryError(f"{self.repo.path}: cannot record the report: {exc}") from exc
+        self.remote.push(self.repo, [f"+{self.report_ref}:{self.report_ref}"])
+        return str(commit)
+
+    def _report_commit(self, report: Mapping[str, Any]) -> pygit2.Oid:
         blob = self.repo.create_blob(to_file_json(report))
         builder = self.repo.TreeBuilder()
         builder.insert("report.json", blob, pygit2.enums.FileMode.BLOB)
@@ -82,8 +92,7 @@ class StateSync:
         message = f"report from {self.node}"
         commit = self.repo.create_commit(None, signature, signature, message, builder.write(), [])
         self.repo.references.create(self.report_ref, commit, force=True)
-        self.remote.push(self.repo, [f"+{self.report_ref}:{self.report_ref}"])
-        return str(commit)
+        return commit
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

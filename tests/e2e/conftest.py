@@ -29,7 +29,10 @@ def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
         agent_interval: str = "0.5s",
         name: str = "fleet",
     ) -> Fleet:
-        fleet = Fleet(tmp_path / f"{name}-{len(fleets)}", agent_interval=agent_interval)
+        # release artifacts are built under tmp_path (tmp_path/artifacts, or next to the fleet's
+        # working tree with demo.fleet.prepare_shop), and file:// URLs point there
+        workdir = tmp_path / f"{name}-{len(fleets)}"
+        fleet = Fleet(workdir, agent_interval=agent_interval, local_artifacts=tmp_path)
         fleets.append(fleet)
         fleet.create(source=source, files=files, prepare=prepare)
         return fleet

@@ -31,9 +31,19 @@ class Fleet:
     """
 
     def __init__(
-        self, workdir: Path, *, agent_interval: str = "0.5s", reconcile_interval: str = "2s"
+        self,
+        workdir: Path,
+        *,
+        agent_interval: str = "0.5s",
+        reconcile_interval: str = "2s",
+        local_artifacts: Path | None = None,
     ) -> None:
-        self.local = LocalFleet(workdir, agent_interval=agent_interval, reconcile_interval=reconcile_interval)
+        self.local = LocalFleet(
+            workdir,
+            agent_interval=agent_interval,
+            reconcile_interval=reconcile_interval,
+            local_artifacts=local_artifacts,
+        )
 
     # set-up
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[AgentWorld]:
-    node = AgentWorld(tmp_path / "node")
+    node = AgentWorld(tmp_path / "node", local_artifacts=tmp_path)
     try:
         yield node
     finally:

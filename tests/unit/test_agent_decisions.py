@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -10,8 +13,9 @@ from agent.apply.resources.files import Wanted, file_differences
 from agent.apply.resources.services import hooks_for, transition
 from agent.apply.resources.units import Decision, UnitAction, decide
 from agent.apply.runtimes.base import UnitStatus
-from agent.host.fsops import MISSING, Observed
+from agent.host.fsops import MISSING, Observed, translated
 from agent.host.probes import ProbeResult, ProbeTracker, resolve_port
+from contract.errors import PermanentError, TemporaryError
 from contract.plan import parse_probe
 from contract.vocabulary import InstanceState
 
@@ -22,6 +26,8 @@ FILES = [
     (Observed("file", 0o644, 0, 0, b"a"), ("mode 0644 instead of 0640",)),
     (Observed("file", 0o640, 1000, 0, b"b"), ("content", "owner 1000 instead of 0")),
     (Observed("directory", 0o755, 0, 0), ("is a directory, not a file",)),
+    (Observed("file", 0o640, 0, 0, sha256=hashlib.sha256(b"a").hexdigest()), ()),
+    (Observed("file", 0o640, 0, 0, sha256=hashlib.sha256(b"b").hexdigest()), ("content",)),
 ]
 
 
@@ -29,6 +35,23 @@ FILES = [
 def test_file_differences(have: Observed, expected: tuple[str, ...]) -> None:
     """Only what differs is named, in words."""
     assert file_differences(WANT, have) == expected
+
+
+WRITE_ERRORS = [
+    (errno.ENOSPC, False, TemporaryError, "/etc/x: no space left on device while writing"),
+    (errno.EROFS, False, TemporaryError, "/etc/x: read-only file system while writing"),
+    (errno.EDQUOT, False, TemporaryError, "/etc/x: disk quota exceeded while writing"),
+    (errno.EIO, False, TemporaryError, "/etc/x: input/output error while writing"),
+    (errno.EACCES, False, PermanentError, "/etc/x: permission denied while writing"),
+    (errno.EACCES, True, TemporaryError, "/etc/x: permission denied while writing"),
+]
+
+
+@pytest.mark.parametrize(("code", "temporary", "kind", "line"), WRITE_ERRORS)
+def test_an_os_error_becomes_one_line(code: int, temporary: bool, kind: type, line: str) -> None:
+    """A full or read-only disk can pass, so it is temporary; the line says where and what."""
+    error = translated(OSError(code, os.strerror(code)), "/etc/x", doing="writing", temporary=temporary)
+    assert type(error) is kind and str(error) == line
 
 
 RUNNING = UnitStatus(InstanceState.RUNNING, 10, 0, True)

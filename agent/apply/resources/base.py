@@ -48,6 +48,7 @@ class Host:
     runtime: Runtime
     nginx: Nginx | None = None
     sealing_key: SealingKey | None = None
+    local_artifacts: Path | None = None  # where file:// artifacts may be read from (None: nowhere)
 
     @property
     def root(self) -> Path:

@@ -1,11 +1,13 @@
 """The `file` and `directory` resources: content, mode, owner and group, written atomically.
 
-Observe with `fsops.observe` (never through a symlink), compare with the spec (`file_differences`,
-pure), then write the whole file or fix only its attributes.
+Observe with `fsops.observe` (never through a symlink; content compared by a streamed sha256, so a
+huge file at a managed path costs no memory), compare with the spec (`file_differences`, pure),
+then write the whole file or fix only its attributes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,10 @@ class Wanted:
     uid: int
     gid: int
 
+    @property
+    def sha256(self) -> str | None:
+        return None if self.content is None else hashlib.sha256(self.content).hexdigest()
+
 
 def file_differences(want: Wanted, have: fsops.Observed, *, kind: str = "file") -> tuple[str, ...]:
     """What differs between the spec and the host, in words; empty when they match."""
@@ -35,7 +41,7 @@ def file_differences(want: Wanted, have: fsops.Observed, *, kind: str = "file") 
     if have.kind != kind:
         return (f"is a {have.kind}, not a {kind}",)
     found = []
-    if want.content is not None and have.content != want.content:
+    if want.content is not None and have.fingerprint != want.sha256:
         found.append("content")
     if have.mode != want.mode:
         found.append(f"mode {have.mode:04o} instead of {want.mode:04o}")
@@ -61,21 +67,27 @@ def wanted(spec: Mapping[str, Any], content: bytes | None) -> Wanted:
     return Wanted(content, parse_mode(spec["mode"]), uid, gid)
 
 
-def ensure_file(host: Host, path: str, want: Wanted, *, sealed: bool = False) -> Change:
-    """Converge one file to `want`; the building block of file, unit, nginx and certificate resources."""
+def ensure_file(
+    host: Host, path: str, want: Wanted, *, sealed: bool = False, keep_previous: bool = False
+) -> Change:
+    """Converge one file to `want`; the building block of file, unit, nginx and certificate resources.
+
+    `keep_previous` reads the old content before a rewrite, for the callers that may revert it
+    (units, nginx sites); otherwise the file is only ever streamed through sha256."""
     parts = host.confinement.parts(path)
-    have = fsops.observe(host.root, parts)
+    have = fsops.observe(host.root, parts, read=False, digest=True)
     differences = file_differences(want, have)
     if not differences:
         return unchanged(f"{path} already has this content, mode and owners")
     assert want.content is not None
-    if have.exists and have.content == want.content:
+    if have.exists and have.fingerprint == want.sha256:
         fsops.set_attributes(host.root, parts, mode=want.mode, uid=want.uid, gid=want.gid)
         return Change(Outcome.CHANGED, f"{path}: fixed {', '.join(differences)}", differences, (path,))
+    previous = {path: fsops.observe(host.root, parts).content} if keep_previous else {}
     fsops.write_file(host.root, parts, want.content, mode=want.mode, uid=want.uid, gid=want.gid)
     verb = "created" if not have.exists else ("rewrote (sealed content changed)" if sealed else "rewrote")
     created = () if have.exists else (path,)
-    return Change(Outcome.CHANGED, f"{path}: {verb}", differences, (path,), created, {path: have.content})
+    return Change(Outcome.CHANGED, f"{path}: {verb}", differences, (path,), created, previous)
 
 
 def converge_file(resource: PlanResource, host: Host) -> Change:

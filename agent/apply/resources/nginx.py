@@ -67,7 +67,7 @@ def converge_site(resource: PlanResource, host: Host) -> Change:
     have = fsops.observe(host.root, host.confinement.parts(path))
     if have.content != content:
         keep_backup(host, resource.spec["site"], have.content)
-    return ensure_file(host, path, Wanted(content, 0o644, -1, -1))
+    return ensure_file(host, path, Wanted(content, 0o644, -1, -1), keep_previous=True)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ def decide(
 def converge_unit(resource: PlanResource, host: Host) -> Change:
     """Phase one: the unit file or drop-in, mode 0644, checked before the runtime sees it."""
     path = unit_path(resource.spec)
-    change = ensure_file(host, path, Wanted(str(resource.spec["content"]).encode(), 0o644, -1, -1))
+    content = str(resource.spec["content"]).encode()
+    change = ensure_file(host, path, Wanted(content, 0o644, -1, -1), keep_previous=True)
     if change.outcome is not Outcome.CHANGED or not change.previous:
         return change
     problem = host.runtime.verify(resource.spec["name"])
