@@ -28,9 +28,11 @@ import pygit2
 from agent.apply.runtimes.process import process_alive
 from agent.cli import enroll_keys
 from agent.loop.state import StateDir
-from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
+from contract.defaults import MAX_PLAN_BYTES, REPORTS_PREFIX, STATE_BRANCH
+from contract.documents import parse_json_document
 from contract.errors import ContractError, PlumbError, UsageError
 from contract.report import Report, parse_report
+from contract.transport.gitread import read_file
 from contract.vocabulary import ResourceKind
 from reconciler.core.compile.desired import compile_desired
 from reconciler.drivers.desired_source import read_worktree_files
@@ -237,13 +239,14 @@ class BranchReader:
             self.parsed[key] = self._parse(reference, path)
         return self.parsed[key]
 
-    @staticmethod
-    def _parse(reference: Any, path: str) -> dict[str, Any] | None:
+    def _parse(self, reference: Any, path: str) -> dict[str, Any] | None:
+        """The document, read as the reconciler reads hostile input (bounded); None when refused."""
         try:
-            value = json.loads(reference.peel(pygit2.Commit).tree[path].peel(pygit2.Blob).data)
-        except (KeyError, ValueError, pygit2.GitError):
+            tree = reference.peel(pygit2.Commit).tree
+            data = read_file(self.repo, tree, path, what=path, limit=MAX_PLAN_BYTES)
+            return parse_json_document(data, what=path, limit=MAX_PLAN_BYTES) if data is not None else None
+        except (ContractError, pygit2.GitError, ValueError):
             return None
-        return value if isinstance(value, dict) else None
 
 
 def node_progress(reader: BranchReader, node: str, *, state_ref: str, report_ref: str) -> NodeProgress:

@@ -58,15 +58,24 @@ class StateSync:
     def fetch_plan(self) -> tuple[bytes | None, str | None]:
         """Fetch the state branch; (plans/<node>.json or None, state commit id or None).
 
-        ContractError when the entry is not a file or is larger than any plan may be (checked from
-        the object header, before it is read)."""
+        A repository on this machine is read in place instead: libgit2's local transport packs in
+        the fetching process, inflating every new object whole, so one huge blob on the branch
+        would cost its size in the agent's memory (over ssh and https, the server packs and the
+        agent indexes the pack as a stream). ContractError when the entry is not a file or is larger
+        than any plan may be (checked from the object header, before it is read)."""
+        local = self.remote.local_path()
+        if local is not None:
+            return self._read_plan(_open_local(local), f"refs/heads/{self.state_branch}")
         self.remote.fetch(self.repo, [f"+refs/heads/{self.state_branch}:{TRACKING}"])
-        ref = self.repo.references.get(TRACKING)
+        return self._read_plan(self.repo, TRACKING)
+
+    def _read_plan(self, repo: pygit2.Repository, ref_name: str) -> tuple[bytes | None, str | None]:
+        ref = repo.references.get(ref_name)
         if ref is None:
             return None, None
         commit = ref.peel(pygit2.Commit)
         path = f"plans/{self.node}.json"
-        return read_file(self.repo, commit.tree, path, what="plan", limit=MAX_PLAN_BYTES), str(commit.id)
+        return read_file(repo, commit.tree, path, what="plan", limit=MAX_PLAN_BYTES), str(commit.id)
 
     def state_marker(self) -> tuple[tuple[int, int, int] | None, ...] | None:
         """Cheap sign of the state branch moving on a remote on this machine (no fetch); None elsewhere."""
@@ -93,6 +102,13 @@ class StateSync:
         commit = self.repo.create_commit(None, signature, signature, message, builder.write(), [])
         self.repo.references.create(self.report_ref, commit, force=True)
         return commit
+
+
+def _open_local(path: Path) -> pygit2.Repository:
+    try:
+        return pygit2.Repository(str(path))
+    except (pygit2.GitError, KeyError) as exc:
+        raise TemporaryError(f"{path}: cannot open the repository: {exc}") from exc
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:
