@@ -69,9 +69,7 @@ def enroll(node: str, state_dir: str | None, root: str) -> None:
 
 
 def _reconciler_key(value: str) -> VerifyKey:
-    path = Path(value)
-    text = path.read_text().strip() if path.is_file() else value
-    return VerifyKey.from_b64(text.split()[-1])
+    return VerifyKey.from_text_or_file(value)
 
 
 def _seconds(value: str) -> float:

@@ -188,3 +188,24 @@ def test_agent_killed_before_nginx_test_reverts_a_bad_site_on_restart(
     assert "'v1'" in world.path("/etc/nginx/conf.d/shop.conf").read_text()
     assert world.report()["resources"][0]["outcome"] == "failed"
     assert nginx.get() == "v1"
+
+
+@pytest.mark.parametrize("damage", ["not json", "a directory", "no previous member"])
+def test_a_damaged_site_backup_is_dropped_not_fatal(tmp_path: Path, damage: str) -> None:
+    """A backup the agent cannot read is not something to revert to: dropped, and nothing raises."""
+    from agent.apply.resources.nginx import BACKUP_DIR, backup_of
+
+    host = Host(
+        node="web-1",
+        confinement=Confinement.create(root=tmp_path / "root", allowed=["/etc/nginx/conf.d"]),
+        state_dir=tmp_path / "state",
+        runtime=SystemdRuntime(unit_dir=tmp_path / "units"),
+    )
+    backup = tmp_path / "state" / BACKUP_DIR / "shop.json"
+    backup.parent.mkdir(parents=True)
+    if damage == "a directory":
+        backup.mkdir()
+    else:
+        backup.write_text("{not json" if damage == "not json" else '{"other": 1}')
+    assert backup_of(host, "shop") == (False, None)
+    assert not backup.exists()

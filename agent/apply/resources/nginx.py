@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from agent.apply.resources.base import Change, Host
 from agent.apply.resources.files import Wanted, ensure_file
 from agent.apply.resources.units import restore
@@ -27,6 +29,7 @@ from contract.plan import PlanResource
 from contract.vocabulary import Outcome
 
 BACKUP_DIR = "nginx-backups"
+log = structlog.get_logger("plumb.agent")
 
 
 def site_path(site: str, site_dir: str = SITE_DIR) -> str:
@@ -47,11 +50,21 @@ def keep_backup(host: Host, site: str, previous: bytes | None) -> None:
 
 
 def backup_of(host: Host, site: str) -> tuple[bool, bytes | None]:
-    """(found, what the site held before an unfinished apply)."""
-    record = fsops.read_json(_backup(host, site))
+    """(found, what the site held before an unfinished apply); a damaged backup is dropped with one
+    line (the site keeps what it holds: nothing is known to revert it to)."""
+    path = _backup(host, site)
+    try:
+        record = fsops.read_json(path)
+        previous = record["previous"] if record is not None else None
+    except (fsops.DamagedState, KeyError, TypeError) as exc:
+        log.warning("damaged nginx backup dropped", path=str(path), problem=str(exc))
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        return False, None
     if record is None:
         return False, None
-    previous = record["previous"]
     return True, None if previous is None else str(previous).encode(errors="surrogateescape")
 
 
