@@ -72,6 +72,7 @@ MAX_ATTEMPTS = 20
 HISTORY_LIMIT = 1000  # state commits searched back for the last plan of a node this reconciler signed
 SOURCE_PATH = "status/source.json"
 RELEASES_PREFIX = "status/releases/"
+STATE_BRANCH_NAME = "the state branch"
 JsonObject = dict[str, Any]
 
 
@@ -835,6 +836,7 @@ class Reconciler:
             if path in snapshot.files and path not in changes and path not in keep:
                 changes[path] = None
         run.alerts.extend(_branch_alerts(run))
+        run.alerts.extend(_report_alerts(run, self.reports_prefix))
         alerts = merge_alerts(self._trusted(run, ALERTS_PATH), run.alerts, now=run.now)
         if alerts is not None and (
             alerts != self._trusted(run, ALERTS_PATH) or ALERTS_PATH not in snapshot.files
@@ -906,6 +908,32 @@ def _branch_alerts(run: _Pass) -> list[Alert]:
         alerts.append(
             Alert(at, "status/", tip, f"{len(found) - 10} more files not written by this reconciler")
         )
+    return alerts
+
+
+def _report_alerts(run: _Pass, prefix: str) -> list[Alert]:
+    """A report commit that holds more than a report, or sits on another branch too: that node's
+    credentials wrote outside its own report branch (or someone wrote on it)."""
+    inputs, at = run.inputs, run.now.isoformat()
+    elsewhere: dict[str, list[str]] = {}
+    for node, tip in inputs.tips.items():
+        elsewhere.setdefault(tip, []).append(f"{prefix}{node}")
+    branches: list[tuple[str, str | None]] = [
+        (STATE_BRANCH_NAME, inputs.snapshot.tip),
+        ("the desired branch", inputs.desired),
+    ]
+    for name, other in branches:
+        if other is not None:
+            elsewhere.setdefault(other, []).append(name)
+    alerts = []
+    for node, tip in sorted(inputs.tips.items()):
+        path = f"{prefix}{node}"
+        others = [b for b in elsewhere.get(tip, []) if b != path]
+        if others:
+            alerts.append(Alert(at, path, tip, f"this report commit is also the tip of {', '.join(others)}"))
+        report = run.reports.get(node)
+        if report is not None and report.warning:
+            alerts.append(Alert(at, path, tip, report.warning))
     return alerts
 
 

@@ -85,7 +85,7 @@ def read_report(
     `verify=False` only for showing what a branch holds where no key is at hand (`plumb status`
     shows the age of a report whose signature the reconciler already checked)."""
     try:
-        document = _load(repo, tip, node)
+        document, others = _load(repo, tip, node)
         if verify:
             if signing_key is None:
                 raise ContractError(
@@ -97,7 +97,8 @@ def read_report(
         report = parse_report(document)
     except ContractError as exc:
         return ReceivedReport(node=node, report=None, problem=str(exc))
-    return ReceivedReport(node=node, report=report, verified=verify)
+    warning = f"the report commit also holds {', '.join(others)}, which no agent writes" if others else None
+    return ReceivedReport(node=node, report=report, verified=verify, warning=warning)
 
 
 def _verify(document: dict[str, object], node: str, signing_key: str) -> None:
@@ -110,15 +111,17 @@ def _verify(document: dict[str, object], node: str, signing_key: str) -> None:
         ) from exc
 
 
-def _load(repo: pygit2.Repository, tip: str, node: str) -> dict[str, object]:
+def _load(repo: pygit2.Repository, tip: str, node: str) -> tuple[dict[str, object], list[str]]:
+    """The report document, and the names of anything else the commit's tree holds."""
     try:
         tree = repo[tip].peel(pygit2.Commit).tree
     except (KeyError, ValueError, pygit2.GitError) as exc:
         raise ContractError(f"report branch of {node} has no commit to read") from exc
+    others = sorted(str(entry.name) for entry in tree if entry.name != REPORT_FILE)[:5]
     data = read_file(repo, tree, REPORT_FILE, what=f"report of {node}", limit=MAX_REPORT_BYTES)
     if data is None:
         raise ContractError(f"report branch of {node} has no {REPORT_FILE}")
-    return parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES)
+    return parse_json_document(data, what=f"report of {node}", limit=MAX_REPORT_BYTES), others
 
 
 def _check_shape(document: dict[str, object], node: str) -> None:

@@ -14,13 +14,14 @@ import pygit2
 import pytest
 
 from contract.crypto import SigningKey
-from contract.documents import verify_document
+from contract.documents import sign_document, verify_document
 from reconciler.core.decide.trust import ALERTS_PATH, MANIFEST_PATH, verified_manifest
 from tests.integration.test_reconcile_pass import (
     NOW,
     STATE,
     fleet_files,
     plans,
+    push_report,
     reconciler,
     service_doc,
     state_files,
@@ -35,6 +36,7 @@ from tests.integration.test_reconcile_rollout import (
     service,
     versions,
 )
+from tests.support import node_key
 from tests.support.gitrepo import bare_repo, commit_files
 
 pytestmark = pytest.mark.integration
@@ -269,3 +271,23 @@ def test_a_plan_too_big_for_agents_is_an_error_not_a_write(
     assert f"more than the {limit:,} agents accept" in refused[0]["message"]
     manifest = verified_manifest(state_files(repo, MANIFEST_PATH)[MANIFEST_PATH], key.verify_key())
     assert manifest is not None and manifest.serials["app-1"] == before["app-1"]["serial"]
+
+
+def test_a_report_commit_that_reaches_beyond_its_report_is_alerted(
+    fleet: tuple[pygit2.Repository, dict[str, str]], key: SigningKey
+) -> None:
+    """A report commit also pushed as another branch's tip, or holding other files, is named."""
+    repo, _ = fleet
+    push_report(repo, "app-1", plans(repo)["app-1"], key=None, when=NOW)
+    tip = str(repo.references["refs/heads/plumb/reports/app-1"].target)
+    repo.references.create("refs/heads/plumb/reports/app-2", pygit2.Oid(hex=tip), force=True)
+    report = json.loads(repo[tip].peel(pygit2.Commit).tree["report.json"].data)
+    report = sign_document(dict(report, node="app-3"), node_key("app-3"))
+    extra = {"report.json": json.dumps(report), "notes.txt": "x"}
+    with_extra = commit_files(repo, "plumb/reports/app-3", extra, keep=False)
+    reconciler(repo, key).reconcile(now=NOW + timedelta(seconds=2))
+    found = {(a["path"], a["commit"]): a["message"] for a in alerts(repo)}
+    assert "also the tip of plumb/reports/app-1" in found[("plumb/reports/app-2", tip)]
+    assert "also holds notes.txt" in found[("plumb/reports/app-3", with_extra)]
+    status = state_files(repo, "status/nodes/app-3.json")["status/nodes/app-3.json"]
+    assert status["report"]["verified"] and "notes.txt" in status["report"]["warning"]

@@ -239,6 +239,8 @@ def _node_detail(node: Mapping[str, Any]) -> list[RenderableType]:
     parts: list[RenderableType] = [head, Text(facts), Text("")]
     if node.get("rejected"):
         parts.append(Text(f"  newest plan rejected: {node['rejected'].get('reason')}", style="red"))
+    if node.get("reportWarning"):
+        parts.append(Text(f"  its report: {node['reportWarning']}", style="red"))
     for claim in node.get("ignoredClaims") or []:
         parts.append(Text(f"  its report claims {claim}: ignored", style="red"))
     pending = _table("Pending actions", "ACTION", "TARGET", "WHY")

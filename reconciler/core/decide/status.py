@@ -43,6 +43,7 @@ class ReceivedReport:
     report: Report | None
     verified: bool = False
     problem: str | None = None
+    warning: str | None = None  # what the report commit holds besides the report (still believed)
 
     @property
     def time(self) -> datetime | None:
@@ -229,7 +230,7 @@ def node_status(
         "pending": [a.as_json() for a in _unique(pending)],
         "drift": _drift(report),
         "rejected": _rejected(report),
-        "report": {"verified": report.verified, "problem": report.problem} if report else None,
+        "report": _report_summary(report),
     }
     claims = ignored_claims(report, placed_ports((previous_plan or plan).resources))
     if claims:
@@ -240,6 +241,15 @@ def node_status(
     if not in_sync:
         document["baseline"] = {"serial": applied.serial if applied else None, "resources": baseline}
     return document
+
+
+def _report_summary(report: ReceivedReport | None) -> JsonObject | None:
+    if report is None:
+        return None
+    summary: JsonObject = {"verified": report.verified, "problem": report.problem}
+    if report.warning:
+        summary["warning"] = report.warning
+    return summary
 
 
 def _applied_entries(
@@ -607,6 +617,7 @@ def live_node(
         "drift": list(document.get("drift") or []),
         "rejected": document.get("rejected"),
         "ignoredClaims": list(document.get("ignoredClaims") or []),
+        "reportWarning": (document.get("report") or {}).get("warning"),
     }
 
 
