@@ -135,8 +135,8 @@ class _Inputs:
     snapshot: StateSnapshot
     desired: str
     tips: dict[str, str]
-    source: Mapping[str, Any] | None
-    trust: _Trust
+    source: Mapping[str, Any] | None = None  # both set by `_verify_inputs` once a pass will run
+    trust: _Trust = field(default_factory=lambda: _Trust(Manifest(), False, False, ()))
 
     def key(self, state_branch: str, *, written: str | None = None) -> _PassKey:
         """What was read, as a memo key; after a write, the state branch is at `written`."""
@@ -429,11 +429,14 @@ class Reconciler:
         if desired is None:
             raise UsageError(f"the desired branch {self.branch!r} does not exist")
         tips = report_tips(self.location.repo, self.reports_prefix)
-        trust = self._trust(snapshot)
-        source = (
-            self._store().try_load(snapshot, SOURCE_PATH) if trust.vouches(snapshot, SOURCE_PATH) else None
-        )
-        return _Inputs(snapshot=snapshot, desired=desired, tips=tips, source=source, trust=trust)
+        return _Inputs(snapshot=snapshot, desired=desired, tips=tips)
+
+    def _verify_inputs(self, inputs: _Inputs) -> None:
+        """What of the state branch this reconciler vouches for, and the source status if it does."""
+        snapshot = inputs.snapshot
+        inputs.trust = self._trust(snapshot)
+        if inputs.trust.vouches(snapshot, SOURCE_PATH):
+            inputs.source = self._store().try_load(snapshot, SOURCE_PATH)
 
     def _trust(self, snapshot: StateSnapshot) -> _Trust:
         """Verify the tip's manifest; failing that, find the newest verified one for its serials."""
@@ -471,6 +474,7 @@ class Reconciler:
         inputs = self._read_inputs()
         if self._memo is not None and self._memo.covers(inputs.key(self.state_branch), now):
             return PassResult(desired=inputs.desired, skipped=True)
+        self._verify_inputs(inputs)
         self._check_forward(inputs)
         run = _Pass(inputs=inputs, now=now, previous={})
         run.previous, run.unverified = self._previous_plans(run)
@@ -842,6 +846,8 @@ class Reconciler:
             alerts != self._trusted(run, ALERTS_PATH) or ALERTS_PATH not in snapshot.files
         ):
             changes[ALERTS_PATH] = state_json(alerts)
+        if not changes and trust.at_tip and not trust.unvouched:
+            return changes  # the same files and serials: the manifest at the tip still holds
         files = {p: b for p, b in snapshot.files.items() if p != MANIFEST_PATH}
         for path, data in changes.items():
             if data is None:
@@ -851,8 +857,10 @@ class Reconciler:
         serials = next_serials(trust.manifest, {n: plan.serial for n, plan in plans.items()})
         manifest = Manifest(files=files, serials=serials)
         data = state_json(manifest.signed(self.key))
-        if snapshot.files.get(MANIFEST_PATH) != str(pygit2.hash(data)):
+        blob = str(pygit2.hash(data))
+        if snapshot.files.get(MANIFEST_PATH) != blob:
             changes[MANIFEST_PATH] = data
+            self._manifests = {blob: manifest}  # the next pass reads back what it signed: no check
         return changes
 
     def _commit(self, run: _Pass, changes: Mapping[str, bytes | None], message: str) -> str:
