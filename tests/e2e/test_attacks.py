@@ -35,7 +35,7 @@ from contract.crypto import SigningKey, VerifyKey
 from contract.documents import sign_document, verify_document
 from demo.fleet import free_port, nginx_available
 from tests.e2e.harness import Fleet, kill_processes_under
-from tests.e2e.test_loop import NODE, REPOSITORY, SERVICE, TEMPLATE
+from tests.e2e.test_loop import HOST, SERVICE, files
 from tests.support.gitrepo import SIGNATURE
 
 pytestmark = [
@@ -43,10 +43,8 @@ pytestmark = [
     pytest.mark.skipif(not nginx_available(), reason="needs nginx (apt-get install nginx-light)"),
 ]
 PLUMB = str(Path(sys.executable).parent / "plumb")
-ROOT = Path(__file__).resolve().parents[2]
 APPS = {"app-1": "127.0.4.1", "app-2": "127.0.4.2"}
 EDGE = ("edge-1", "127.0.4.10")
-HOST = "web.example.com"
 TIMEOUT = 60.0
 MEMORY_BOUND = 500 * 1024 * 1024
 BOMB_BYTES = 1 << 30  # a 1 GiB blob of spaces, about 1 MB once compressed
@@ -349,19 +347,6 @@ TABLE = {
 }
 
 
-def fleet_files(port: int, edge_port: int) -> dict[str, str]:
-    found = {
-        "plumb.yaml": REPOSITORY,
-        "templates/web.yaml": TEMPLATE,
-        "traits/ingress.yaml": (ROOT / "examples/shop/traits/ingress.yaml").read_text(),
-        f"nodes/{EDGE[0]}.yaml": NODE.format(name=EDGE[0], role="edge", address=EDGE[1]),
-        "services/web.yaml": SERVICE.format(port=port, message="round-0", host=HOST, edge_port=edge_port),
-    }
-    for name, address in APPS.items():
-        found[f"nodes/{name}.yaml"] = NODE.format(name=name, role="app", address=address)
-    return found
-
-
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
     workdir = tmp_path_factory.mktemp("attacks")
@@ -369,7 +354,7 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
     edge_port = free_port([EDGE[1]], start=18380)
     fleet = Fleet(workdir / "fleet", reconcile_interval="1s")
     try:
-        fleet.create(files=fleet_files(port, edge_port))
+        fleet.create(files=files(port, edge_port, apps=APPS, edge=EDGE, message="round-0"))
         config = fleet.local.repository().config
         config["gc.auto"] = "0"  # a push would otherwise start `git gc` over the attacker's 1 GiB blobs
         config["receive.autogc"] = "false"
@@ -427,5 +412,6 @@ def test_plumb_status_shows_the_alerts_and_verifies(attacked: Attacked) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    print(f"\npeak memory after the table: {attacked.peak_memory()}")  # figures for the closing note
     assert "ALERT" in done.stdout and "plans/app-1.json" in done.stdout
     assert "Trust" not in done.stdout  # the status shown is the reconciler's own, all of it

@@ -15,7 +15,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -171,15 +171,23 @@ def everyone(port: int) -> list[str]:
     return sorted(f"{address}:{port}" for address in APPS.values())
 
 
-def files(port: int, edge_port: int) -> dict[str, str]:
+def files(
+    port: int,
+    edge_port: int,
+    *,
+    apps: Mapping[str, str] = APPS,
+    edge: tuple[str, str] = EDGE,
+    message: str = "hello",
+) -> dict[str, str]:
+    """The fleet's desired state: `web` on the app nodes, behind the edge's ingress."""
     found = {
         "plumb.yaml": REPOSITORY,
         "templates/web.yaml": TEMPLATE,
         "traits/ingress.yaml": (ROOT / "examples/shop/traits/ingress.yaml").read_text(),
-        f"nodes/{EDGE[0]}.yaml": NODE.format(name=EDGE[0], role="edge", address=EDGE[1]),
-        "services/web.yaml": SERVICE.format(port=port, message="hello", host=HOST, edge_port=edge_port),
+        f"nodes/{edge[0]}.yaml": NODE.format(name=edge[0], role="edge", address=edge[1]),
+        "services/web.yaml": SERVICE.format(port=port, message=message, host=HOST, edge_port=edge_port),
     }
-    for name, address in APPS.items():
+    for name, address in apps.items():
         found[f"nodes/{name}.yaml"] = NODE.format(name=name, role="app", address=address)
     return found
 
