@@ -128,11 +128,25 @@ def run(**options: Any) -> None:
 
 def _agent_options(options: dict[str, Any]) -> AgentOptions:
     root = Path(options["root"]).resolve()
+    mapped = root != Path("/")
+    if mapped and options["runtime"] == "systemd":
+        raise click.BadParameter(
+            f"{root}: the systemd runtime would drive this machine's own systemd (daemon-reload, start "
+            "and stop units); with --root, use --runtime process",
+            param_hint="--root",
+        )
+    refused = None
+    if mapped and not options["nginx_config"]:
+        refused = (
+            "--root without --nginx-config: this machine's nginx does not read the sites under "
+            f"{root}, so it is never tested or reloaded for them; give a private nginx's config"
+        )
     nginx = Nginx(
         binary=options["nginx_binary"],
         config=Path(options["nginx_config"]) if options["nginx_config"] else None,
         prefix=Path(options["nginx_prefix"]) if options["nginx_prefix"] else None,
         site_dir="/etc/nginx/conf.d",
+        refused=refused,
     )
     try:
         key = _reconciler_key(options["reconciler_key"])

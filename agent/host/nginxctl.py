@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.errors import TemporaryError
+from contract.errors import PermanentError, TemporaryError
 
 SITE_DIR = "/etc/nginx/conf.d"
 _MESSAGE = re.compile(
@@ -78,6 +78,7 @@ class Nginx:
     config: Path | None = None
     prefix: Path | None = None
     site_dir: str = SITE_DIR
+    refused: str | None = None  # why this agent may not run nginx at all (e.g. --root without a config)
 
     def _command(self, *args: str) -> list[str]:
         command = [self.binary]
@@ -88,7 +89,7 @@ class Nginx:
         return command + list(args)
 
     def available(self) -> bool:
-        return Path(self.binary).is_file()
+        return self.refused is None and Path(self.binary).is_file()
 
     def test(self) -> NginxTest:
         """Run `nginx -t` against the files as they are on disk now."""
@@ -104,6 +105,8 @@ class Nginx:
             )
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if self.refused is not None:
+            raise PermanentError(self.refused)
         try:
             return subprocess.run(
                 self._command(*args), capture_output=True, text=True, timeout=60, check=False

@@ -111,3 +111,30 @@ def test_run_before_enroll_says_what_to_do(tmp_path: Path) -> None:
     (world.state_dir / "signing.key").unlink()
     result = plumb_agent(*world.cli_args(), "--once")
     assert result.returncode == 1 and "plumb-agent enroll --node web-1" in result.stderr
+
+
+def test_root_never_drives_this_machines_systemd(tmp_path: Path) -> None:
+    """--root with the systemd runtime is refused before anything runs: one line, exit 2."""
+    world = AgentWorld(tmp_path, runtime="systemd")
+    world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "a\n"})])
+    result = plumb_agent(*world.cli_args(), "--once")
+    assert result.returncode == 2
+    assert "the systemd runtime would drive this machine's own systemd" in result.stderr
+    assert not world.path("/etc/plumb/a").exists()
+
+
+def test_root_without_a_private_nginx_never_runs_this_machines_nginx(tmp_path: Path) -> None:
+    """A site under --root is not tested or reloaded by the machine's nginx: the resource fails with
+    the reason, and the nginx binary is never started."""
+    calls = tmp_path / "nginx-calls"
+    fake = tmp_path / "nginx"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    world = AgentWorld(tmp_path / "node")
+    site = {"site": "shop", "content": "server { listen 127.0.0.1:1; }\n"}
+    world.publish([resource("nginx", site)])
+    result = plumb_agent(*world.cli_args(), "--once", "--nginx-binary", str(fake), "--format", "json")
+    assert result.returncode == 2, result.stderr
+    [entry] = json.loads(result.stdout)["resources"]
+    assert entry["outcome"] == "failed" and "--root without --nginx-config" in entry["error"]
+    assert not calls.exists()
