@@ -18,6 +18,7 @@ from reconciler import __version__
 # name -> "module:attribute"; imported lazily so `plumb --help` and `plumb validate` start fast.
 PLUGIN_GROUP = "plumb.commands"
 _COMMANDS: dict[str, str] = {
+    "init": "reconciler.cli.commands.init:init",
     "validate": "reconciler.cli.commands.validate:validate",
     "render": "reconciler.cli.commands.render:render",
     "reconcile": "reconciler.cli.commands.reconcile:reconcile",

@@ -110,6 +110,18 @@ def test_render_orders_dependencies_first_and_names_sources() -> None:
         seen.add(resource["id"])
 
 
+@pytest.mark.parametrize("node", ["app-1", "edge-1"])
+def test_render_yaml_is_the_json_as_people_read_it(node: str) -> None:
+    """The default output: YAML with files as `|` blocks, the same resources as --format json."""
+    import yaml
+
+    as_yaml = plumb("render", str(SHOP), "--node", node)
+    assert as_yaml.returncode == 0, as_yaml.stderr
+    as_json = plumb("render", str(SHOP), "--node", node, "--format", "json")
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout)
+    assert "content: |" in as_yaml.stdout
+
+
 def test_render_unknown_node_is_an_error() -> None:
     result = plumb("render", str(SHOP), "--node", "nope")
     assert result.returncode == 1

@@ -55,7 +55,7 @@ def render(path: Path, rev: str | None, node: str, fmt: str) -> None:
 def _entry(resource: Any) -> dict[str, Any]:
     return {
         "id": resource.id,
-        "kind": resource.kind,
+        "kind": str(resource.kind),
         "service": resource.service,
         "source": resource.source,
         "after": list(resource.after),
@@ -75,3 +75,4 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _str)
+_Dumper.add_multi_representer(str, _str)  # str enums (resource kinds) too
