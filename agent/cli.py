@@ -25,6 +25,7 @@ from contract.defaults import REPORTS_PREFIX, STATE_BRANCH
 from contract.errors import PlumbError
 from contract.logs import configure_logging
 from contract.report import parse_report
+from contract.units import service_file
 
 DEFAULT_STATE_DIR = "/var/lib/plumb-agent"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -183,6 +184,20 @@ def _print_outcome(document: dict[str, Any], *, output: str) -> None:
         click.echo(f"  {entry.outcome:<9} {entry.id}: {entry.reason or ''}{error}")
     for drift in report.drift:
         click.echo(f"  drift     {drift.id}: {drift.what}{' (corrected)' if drift.corrected else ''}")
+
+
+@main.command("service-file")
+def service_file_command() -> None:
+    """Print plumb-agent.service for this installation, for /etc/systemd/system/.
+
+    \b
+    It reads /etc/plumb/agent.env (PLUMB_REPO, PLUMB_NODE, PLUMB_INTERVAL) and the files under
+    /etc/plumb (reconciler.pub, deploy_key, known_hosts); state lives in /var/lib/plumb-agent.
+    Example:
+      plumb-agent service-file > /etc/systemd/system/plumb-agent.service
+      systemctl daemon-reload && systemctl enable --now plumb-agent
+    """
+    click.echo(service_file("agent", "plumb-agent.service"), nl=False)
 
 
 @main.command()

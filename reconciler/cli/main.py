@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "keys": "reconciler.cli.commands.keys:keys",
     "rollback": "reconciler.cli.commands.rollback:rollback",
     "seal": "reconciler.cli.commands.seal:seal",
+    "service-file": "reconciler.cli.commands.service_file:service_file_command",
 }
 
 
