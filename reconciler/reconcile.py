@@ -627,9 +627,10 @@ class Reconciler:
             floors=inputs.trust.manifest.serials,
         )
         # a plan on the branch that is not ours is replaced by ours, derived from the last plan we signed
-        resign = {n for n in fleet.plans if n not in fleet.changed and n in run.unverified}
-        plan_files = {n: self._signed_file(fleet.plans[n]) for n in fleet.changed | resign}
+        plan_files = {n: self._signed_file(fleet.plans[n]) for n in fleet.changed}
         fleet, refused = _refuse_oversized(model, fleet, plan_files, run.previous)
+        resign = {n for n in fleet.plans if n not in fleet.changed and n in run.unverified}
+        plan_files.update({n: self._signed_file(fleet.plans[n]) for n in resign})
         docs: dict[str, JsonObject | None] = {f"plans/{n}.json": None for n in fleet.removed}
         docs.update(self._status_docs(run, model, fleet, warnings=desired.findings + refused))
         changes = self._diff_docs(inputs.snapshot, docs)
@@ -841,7 +842,7 @@ class Reconciler:
                 changes[path] = None
         run.alerts.extend(_branch_alerts(run))
         run.alerts.extend(_report_alerts(run, self.reports_prefix))
-        alerts = merge_alerts(self._trusted(run, ALERTS_PATH), run.alerts, now=run.now)
+        alerts = merge_alerts(self._trusted(run, ALERTS_PATH), run.alerts)
         if alerts is not None and (
             alerts != self._trusted(run, ALERTS_PATH) or ALERTS_PATH not in snapshot.files
         ):

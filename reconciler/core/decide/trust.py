@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from contract.crypto import SigningKey, VerifyKey
@@ -98,9 +97,7 @@ class Alert:
         return {"at": self.at, "path": self.path, "commit": self.commit, "message": self.message}
 
 
-def merge_alerts(
-    stored: Mapping[str, Any] | None, new: Iterable[Alert], *, now: datetime
-) -> JsonObject | None:
+def merge_alerts(stored: Mapping[str, Any] | None, new: Iterable[Alert]) -> JsonObject | None:
     """status/alerts.json with `new` appended (an alert already recorded for the same path and
     commit is not repeated), the newest `ALERTS_KEPT` kept; None when there is nothing to keep."""
     alerts = [a for a in (stored or {}).get("alerts", []) if isinstance(a, Mapping)]
