@@ -274,7 +274,7 @@ class _Apply:
     def _note_unit_drift(self, resource: PlanResource, settled: Change) -> None:
         applied = self.ledger.get(resource.id, {}).get("digest") == resource.digest
         written = self.changes[resource.id].outcome is Outcome.CHANGED
-        if applied and not written and settled.outcome is Outcome.CHANGED:
+        if applied and not written and settled.outcome is Outcome.CHANGED and settled.differences:
             self.drift[resource.id] = settled.differences
 
     def _hooks(self, service: PlanResource, phase: str) -> bool:

@@ -119,11 +119,13 @@ def _status(host: Host, unit: str | None) -> UnitStatus:
 
 
 def _readiness(status: UnitStatus, probes: Mapping[str, ProbeStatus]) -> tuple[bool, str | None]:
-    """Ready when the readiness probe passes (or, without one, while the unit is active)."""
+    """Ready when the unit runs and the readiness probe passes (without one, while it runs): a unit
+    still starting, or failing, is not ready whatever a probe says."""
+    running = status.state is InstanceState.RUNNING
     readiness = probes.get("readiness")
     if readiness is not None:
-        return readiness.ok and status.active, readiness.since
-    return status.active, None
+        return readiness.ok and running, readiness.since
+    return running, None
 
 
 def _state(spec: ServiceSpec, status: UnitStatus) -> InstanceState:

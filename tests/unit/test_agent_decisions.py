@@ -91,6 +91,35 @@ def test_unit_decisions(
     assert decision.note == note
 
 
+CRASHED = UnitStatus(InstanceState.FAILED, None, 0, True, "exit-code, status 3")
+LOOPING = UnitStatus(InstanceState.FAILED, None, 4, True, "exit-code, status 1", restarting=True)
+DRIFT = [
+    # (want running, status, changed files, expected actions, drift, failure)
+    (True, STOPPED, (), (UnitAction.START,), ("was stopped",), None),
+    (False, RUNNING, (), (UnitAction.STOP,), ("was running",), None),
+    (True, DISABLED, (), (UnitAction.ENABLE, UnitAction.START), ("was disabled", "was stopped"), None),
+    (True, RUNNING, ("/etc/x",), (UnitAction.RESTART,), (), None),  # planned: restartOn, a drop-in
+    (True, CRASHED, (), (UnitAction.START,), (), "failed (exit-code, status 3)"),
+    (True, LOOPING, (), (), (), "failed (exit-code, status 1)"),  # systemd is restarting it already
+]
+
+
+@pytest.mark.parametrize(("running", "status", "changed", "actions", "drift", "failure"), DRIFT)
+def test_what_is_drift_and_what_is_failure(
+    running: bool,
+    status: UnitStatus,
+    changed: tuple[str, ...],
+    actions: tuple[UnitAction, ...],
+    drift: tuple[str, ...],
+    failure: str | None,
+) -> None:
+    """Drift is a unit moved away from the plan; a planned restart is not, nor is a unit whose
+    process failed, which is reported failed with what systemd said."""
+    decision = decide(want_running=running, want_enabled=True, status=status, changed=changed, waiting=())
+    assert tuple(action for action, _reason in decision.actions) == actions
+    assert decision.corrections == drift and decision.failure == failure
+
+
 TRANSITIONS = [
     # (recorded, version, expected (previous, rollback) or None)
     (None, "1.0.0", (None, False)),

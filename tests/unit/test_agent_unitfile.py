@@ -100,8 +100,39 @@ SHOWS = [
         "ActiveState=inactive\nMainPID=0\nNRestarts=0\nUnitFileState=disabled\n",
         UnitStatus(InstanceState.STOPPED, None, 0, False),
     ),
-    ("ActiveState=failed\nMainPID=0\nUnitFileState=\n", UnitStatus(InstanceState.FAILED, None, 0, None)),
+    (
+        "ActiveState=failed\nMainPID=0\nUnitFileState=\n",
+        UnitStatus(InstanceState.FAILED, None, 0, None, "failed"),
+    ),
     ("ActiveState=activating\nMainPID=77\n", UnitStatus(InstanceState.STARTING, 77, 0, None)),
+    # what systemd 252 says of a Type=simple unit whose process exited 3 right after start
+    (
+        "ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=3\n"
+        "MainPID=0\nNRestarts=0\nUnitFileState=enabled\n",
+        UnitStatus(InstanceState.FAILED, None, 0, True, "exit-code, status 3"),
+    ),
+    # ... of one in a crash loop (Restart=always), between two attempts: not starting, failing
+    (
+        "ActiveState=activating\nSubState=auto-restart\nResult=exit-code\nExecMainCode=1\n"
+        "ExecMainStatus=1\nMainPID=0\nNRestarts=4\n",
+        UnitStatus(
+            InstanceState.FAILED, None, 4, None, "exit-code, status 1; restarting (auto-restart)", True
+        ),
+    ),
+    (
+        "ActiveState=failed\nSubState=failed\nResult=signal\nExecMainCode=2\nExecMainStatus=9\nMainPID=0\n",
+        UnitStatus(InstanceState.FAILED, None, 0, None, "signal, signal 9"),
+    ),
+    (
+        "ActiveState=inactive\nSubState=dead\nResult=success\nExecMainCode=1\nExecMainStatus=0\n",
+        UnitStatus(InstanceState.STOPPED),
+    ),
+    (
+        "ActiveState=inactive\nSubState=dead\nResult=timeout\nExecMainCode=0\nExecMainStatus=0\n",
+        UnitStatus(InstanceState.FAILED, detail="timeout"),
+    ),
+    ("ActiveState=active\nSubState=exited\nResult=success\n", UnitStatus(InstanceState.RUNNING)),
+    ("ActiveState=activating\nSubState=start\nMainPID=90\n", UnitStatus(InstanceState.STARTING, 90)),
 ]
 
 

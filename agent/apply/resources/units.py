@@ -19,7 +19,7 @@ from agent.apply.runtimes.base import UnitStatus
 from agent.host import fsops
 from contract.errors import PermanentError
 from contract.plan import PlanResource
-from contract.vocabulary import Outcome
+from contract.vocabulary import InstanceState, Outcome
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -36,10 +36,16 @@ class UnitAction(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    """Actions to take on a unit, in order, with the reason for each; or why nothing is needed."""
+    """Actions to take on a unit, in order, with the reason for each; or why nothing is needed.
+
+    `corrections` are the reasons that are drift (the host moved away from the plan: someone
+    stopped, started, enabled or disabled the unit); a restart the plan's changes call for is not,
+    and neither is a unit whose process failed: `failure` says what systemd reported."""
 
     actions: tuple[tuple[UnitAction, str], ...]
     note: str = ""
+    corrections: tuple[str, ...] = ()
+    failure: str | None = None
 
 
 def unit_path(spec: Mapping[str, Any]) -> str:
@@ -57,21 +63,34 @@ def decide(
     changed: tuple[str, ...],
     waiting: tuple[str, ...],
 ) -> Decision:
-    """Pure: the actions that bring a unit from `status` to what is wanted."""
+    """Pure: the actions that bring a unit from `status` to what is wanted.
+
+    A failed unit is started again (unless its runtime is already restarting it), and reported as
+    failing, not as drift; a restart for this apply's changes is planned, not drift either."""
     actions: list[tuple[UnitAction, str]] = []
+    corrections: list[str] = []
     if want_enabled is not None and status.enabled is not None and want_enabled != status.enabled:
         actions.append((UnitAction.ENABLE if want_enabled else UnitAction.DISABLE, "enablement differs"))
+        corrections.append(f"was {'disabled' if want_enabled else 'enabled'}")
     if not want_running:
         if status.active:
             actions.append((UnitAction.STOP, "state is stopped"))
-        return Decision(tuple(actions), "" if actions else "already stopped")
+            corrections.append(f"was {status.state.value}")
+        return Decision(tuple(actions), "" if actions else "already stopped", tuple(corrections))
     if waiting and not status.active:
-        return Decision(tuple(actions), f"not started: waiting for {', '.join(waiting)}")
-    if not status.active:
+        note = f"not started: waiting for {', '.join(waiting)}"
+        return Decision(tuple(actions), note, tuple(corrections))
+    failure = f"failed ({status.detail or 'no detail'})" if status.state is InstanceState.FAILED else None
+    if failure is not None and status.restarting:
+        return Decision(tuple(actions), f"{failure}; systemd restarts it", tuple(corrections), failure)
+    if failure is not None:
+        actions.append((UnitAction.START, f"{failure}; started again"))
+    elif not status.active:
         actions.append((UnitAction.START, f"was {status.state.value}"))
+        corrections.append(f"was {status.state.value}")
     elif changed:
         actions.append((UnitAction.RESTART, f"changed: {', '.join(changed)}"))
-    return Decision(tuple(actions), "" if actions else "already running")
+    return Decision(tuple(actions), "" if actions else "already running", tuple(corrections), failure)
 
 
 def converge_unit(resource: PlanResource, host: Host) -> Change:
@@ -118,11 +137,13 @@ def settle_unit(
     )
     for action, _reason in decision.actions:
         _perform(host, name, action)
+    done = "; ".join(f"{action.value} ({reason})" for action, reason in decision.actions)
+    if decision.failure is not None:
+        return Change(Outcome.FAILED, f"{name}: {done or decision.note}", error=f"{name} {decision.failure}")
     if not decision.actions:
         outcome = Outcome.SKIPPED if waiting and want_running and not status.active else Outcome.UNCHANGED
         return Change(outcome, f"{name}: {decision.note}")
-    done = "; ".join(f"{action.value} ({reason})" for action, reason in decision.actions)
-    return Change(Outcome.CHANGED, f"{name}: {done}", tuple(r for _a, r in decision.actions))
+    return Change(Outcome.CHANGED, f"{name}: {done}", decision.corrections)
 
 
 def _perform(host: Host, unit: str, action: UnitAction) -> None:

@@ -16,6 +16,8 @@ class UnitStatus:
     pid: int | None = None
     restarts: int = 0
     enabled: bool | None = None
+    detail: str = ""  # for a failed unit, what the runtime says happened (e.g. "exit-code, status 3")
+    restarting: bool = False  # failed, and the runtime itself is about to start it again
 
     @property
     def active(self) -> bool:

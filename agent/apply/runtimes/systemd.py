@@ -19,17 +19,39 @@ _ACTIVE = {
     "failed": InstanceState.FAILED,
     "inactive": InstanceState.STOPPED,
 }
-SHOW_PROPERTIES = "ActiveState,SubState,MainPID,NRestarts,UnitFileState"
+SHOW_PROPERTIES = "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,MainPID,NRestarts,UnitFileState"
+_EXITED = "1"  # ExecMainCode: CLD_EXITED; 2 and 3 are killed and dumped, whose status is a signal
 
 
 def status_from_show(fields: dict[str, str]) -> UnitStatus:
-    """Pure: a UnitStatus from parsed `systemctl show` properties."""
-    state = _ACTIVE.get(fields.get("ActiveState", ""), InstanceState.UNKNOWN)
+    """Pure: a UnitStatus from parsed `systemctl show` properties.
+
+    systemd's sub-state and result say more than its active state: a unit waiting to be restarted
+    after its process died (`activating` / `auto-restart`) is crash-looping, not starting; an
+    inactive unit whose last run did not end in `success` failed. A failed unit's `detail` is
+    systemd's result and the main process's exit status or signal.
+    """
+    active, sub = fields.get("ActiveState", ""), fields.get("SubState", "")
+    result = fields.get("Result", "")
+    state = _ACTIVE.get(active, InstanceState.UNKNOWN)
+    if (active, sub) == ("activating", "auto-restart") or (
+        state is InstanceState.STOPPED and result not in ("", "success")
+    ):
+        state = InstanceState.FAILED
     pid = int(fields.get("MainPID", "0") or 0) or None
     restarts = int(fields.get("NRestarts", "0") or 0)
     file_state = fields.get("UnitFileState", "")
     enabled = None if not file_state else file_state in ("enabled", "enabled-runtime", "static", "alias")
-    return UnitStatus(state, pid, restarts, enabled)
+    detail = _failure(fields, sub) if state is InstanceState.FAILED else ""
+    return UnitStatus(state, pid, restarts, enabled, detail, restarting=sub == "auto-restart")
+
+
+def _failure(fields: dict[str, str], sub: str) -> str:
+    """ "exit-code, status 3", "signal, signal 9; restarting (auto-restart)" and the like."""
+    result, status = fields.get("Result", "") or "failed", fields.get("ExecMainStatus", "")
+    how = "status" if fields.get("ExecMainCode", _EXITED) == _EXITED else "signal"
+    text = result + (f", {how} {status}" if status and status != "0" else "")
+    return text + ("; restarting (auto-restart)" if sub == "auto-restart" else "")
 
 
 class SystemdRuntime:
