@@ -13,7 +13,7 @@ CODE   := reconciler agent contract demo
 SOURCES:= pyproject.toml README.md $(shell find $(CODE) schemas examples/shop -type f -not -path '*/__pycache__/*' 2>/dev/null)
 PIPFLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test unit lint typecheck layers smoke bench hosts-base lock dist clean
+.PHONY: demo test unit lint typecheck layers smoke bench hosts-base hosts-bench lock dist clean
 
 $(LOCKED): $(DEVLOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench: $(STAMP)
 # Standard library only, so it runs before the virtualenv exists; pytest never builds it, it skips.
 hosts-base:
 	$(PYTHON) -m tests.hosts.base
+
+# Boot a few test hosts and print what they cost: boot to `running`, memory, restart, teardown.
+hosts-bench: hosts-base
+	$(PYTHON) -m tests.hosts.bench $(BENCH_ARGS)
 
 # Refresh both locks from pyproject.toml's ranges (the dev lock is held to the runtime lock's versions).
 lock: $(LOCKED)
