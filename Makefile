@@ -52,7 +52,7 @@ smoke: $(DIST)/.built
 	PYTHON=$(PYTHON) tests/packaging/smoke $(DIST) $(LOCK)
 
 test: lint typecheck layers $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
