@@ -54,6 +54,7 @@ from tests.support.sshd import keygen
 
 TOOLS = ("systemd-nspawn", "nsenter", "ip", "mount", "umount", "ssh-keygen")
 CGROUP = Path("/sys/fs/cgroup")
+NSPAWN_RUN = Path("/run/systemd/nspawn")
 NETWORK = "10.231"
 SUBNETS = range(7, 39)  # third octets the harness may claim, one per lab
 NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
@@ -327,6 +328,7 @@ class TestHost:
         if self._nspawn is not None:
             self._halt(self._nspawn, timeout)
         self._nspawn = self._init_pid = None
+        self._forget_nspawn_files()
         for cgroup in self.cgroups:
             _remove_cgroup(cgroup)
         self._unmount()
@@ -349,6 +351,13 @@ class TestHost:
                 os.kill(self._init_pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             (_unified(self.cgroups) / "cgroup.kill").write_text("1")
+
+    def _forget_nspawn_files(self) -> None:
+        # nspawn removes these when it exits by itself, not when it was killed.
+        shutil.rmtree(NSPAWN_RUN / "propagate" / self.netns, ignore_errors=True)
+        if _mounted(self.root):
+            image = self.root.stat()
+            (NSPAWN_RUN / "locks" / f"inode-{image.st_dev}:{image.st_ino}").unlink(missing_ok=True)
 
     # first boot, called by HostLab.boot
 
