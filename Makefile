@@ -13,7 +13,7 @@ CODE   := reconciler agent contract demo
 SOURCES:= pyproject.toml README.md $(shell find $(CODE) schemas examples/shop -type f -not -path '*/__pycache__/*' 2>/dev/null)
 PIPFLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test unit lint typecheck layers smoke bench lock dist clean
+.PHONY: demo test unit lint typecheck layers smoke bench hosts-base hosts-bench lock dist clean
 
 $(LOCKED): $(DEVLOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,13 +52,23 @@ smoke: $(DIST)/.built
 	PYTHON=$(PYTHON) tests/packaging/smoke $(DIST) $(LOCK)
 
 test: lint typecheck layers $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The Debian base that tests/hosts boots containers from: debootstrap once (needs root and a Debian mirror),
+# cached under $$PLUMB_TEST_HOSTS_CACHE (default /var/cache/plumb-test-hosts) by a hash of its recipe.
+# Standard library only, so it runs before the virtualenv exists; pytest never builds it, it skips.
+hosts-base:
+	$(PYTHON) -m tests.hosts.base
+
+# Boot a few test hosts and print what they cost: boot to `running`, memory, restart, teardown.
+hosts-bench: hosts-base
+	$(PYTHON) -m tests.hosts.bench $(BENCH_ARGS)
 
 # Refresh both locks from pyproject.toml's ranges (the dev lock is held to the runtime lock's versions).
 lock: $(LOCKED)
