@@ -13,7 +13,7 @@ CODE   := reconciler agent contract demo
 SOURCES:= pyproject.toml README.md $(shell find $(CODE) schemas examples/shop -type f -not -path '*/__pycache__/*' 2>/dev/null)
 PIPFLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test unit lint typecheck layers smoke bench hosts-base hosts-bench lock dist clean
+.PHONY: demo test unit lint typecheck layers smoke bench hosts-base hosts-bench wheelhouse lock dist clean
 
 $(LOCKED): $(DEVLOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,14 @@ bench: $(STAMP)
 hosts-base:
 	$(PYTHON) -m tests.hosts.base
 
+# Every runtime dependency as a wheel, from the lock (hashes checked), for hosts that reach no package
+# index: the agent is installed into tests/hosts' containers from here and the built wheel. Network once.
+wheelhouse/.done: $(LOCK) $(LOCKED)
+	$(BIN)/python -m pip download $(PIPFLAGS) --require-hashes --no-deps --only-binary :all: -r $(LOCK) -d wheelhouse
+	touch $@
+
+wheelhouse: wheelhouse/.done
+
 # Boot a few test hosts and print what they cost: boot to `running`, memory, restart, teardown.
 hosts-bench: hosts-base
 	$(PYTHON) -m tests.hosts.bench $(BENCH_ARGS)
@@ -78,4 +86,4 @@ lock: $(LOCKED)
 	  --no-emit-index-url --no-emit-find-links --extra dev -c $(LOCK) -o $(DEVLOCK) pyproject.toml
 
 clean:
-	rm -rf $(VENV) $(DIST) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(DIST) wheelhouse .pytest_cache .mypy_cache .ruff_cache build *.egg-info

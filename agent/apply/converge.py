@@ -74,6 +74,7 @@ class ApplyResult:
     hooks: tuple[HookRun, ...]
     pruned: tuple[str, ...]
     ledger: dict[str, Any]
+    failing: Mapping[str, str] = field(default_factory=dict)  # unit -> what its runtime said failed
 
     @property
     def ok(self) -> bool:
@@ -138,6 +139,7 @@ class _Apply:
     changes: dict[str, Change] = field(default_factory=dict)
     hooks: list[HookRun] = field(default_factory=list)
     drift: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    failing: dict[str, str] = field(default_factory=dict)
 
     def of_kind(self, kind: ResourceKind) -> list[PlanResource]:
         return [r for r in self.plan.resources if r.kind == kind]
@@ -268,6 +270,9 @@ class _Apply:
             )
         except (PlumbError, OSError) as exc:
             settled = failed(_describe(exc))
+        else:
+            if settled.outcome is Outcome.FAILED:  # the unit's process failed, as its runtime says
+                self.failing[resource.spec["name"]] = settled.error or "failed"
         self._note_unit_drift(resource, settled)
         self.amend(resource.id, settled)
 
@@ -312,7 +317,8 @@ def apply_plan(
     outcomes = tuple(
         ResourceOutcome(r.id, r.kind, run.changes[r.id], drift.get(r.id, ())) for r in plan.resources
     )
-    return ApplyResult(outcomes, tuple(run.hooks), pruned, next_ledger(plan, run.changes, ledger))
+    ledger_after = next_ledger(plan, run.changes, ledger)
+    return ApplyResult(outcomes, tuple(run.hooks), pruned, ledger_after, dict(run.failing))
 
 
 def next_ledger(plan: Plan, changes: Mapping[str, Change], ledger: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ probe series afresh: readiness is earned again, never inherited from the process
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from agent.apply.resources.base import Host
@@ -32,16 +32,25 @@ class InstanceObserver:
     restarted: list[str] = field(default_factory=list)
     pids: dict[str, int | None] = field(default_factory=dict)  # main pid per service, last cycle
 
-    def observe(self, plan: Plan, host: Host, now: datetime) -> list[Instance]:
+    def observe(
+        self, plan: Plan, host: Host, now: datetime, *, failing: Mapping[str, str] | None = None
+    ) -> list[Instance]:
+        """Every service's instance. A unit in `failing` (found failed by this apply and started again)
+        is reported failed and not ready, whatever the moment after its new start looks like."""
         return [
-            self._instance(r, host, now, address=plan.address)
+            self._instance(r, host, now, address=plan.address, failing=failing or {})
             for r in plan.resources
             if r.kind == ResourceKind.SERVICE
         ]
 
-    def _instance(self, resource: PlanResource, host: Host, now: datetime, *, address: str) -> Instance:
+    def _instance(
+        self, resource: PlanResource, host: Host, now: datetime, *, address: str, failing: Mapping[str, str]
+    ) -> Instance:
         spec = resource.typed_service
         status = _status(host, spec.unit)
+        failure = failing.get(spec.unit) if spec.unit else None
+        if failure is not None and status.state is not InstanceState.FAILED:
+            status = replace(status, state=InstanceState.FAILED, detail=failure)
         self._forget_replaced(spec.name, status)
         ports = {p.name: p.port for p in spec.ports}
         probes = self._probes(spec, ports, status, now, address=address)

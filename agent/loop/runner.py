@@ -290,7 +290,10 @@ class Agent:
     ) -> tuple[Report, JsonObject]:
         """The report, and its signed document."""
         now = self.clock()
-        instances = self.observer.observe(plan, self.host_for(plan), now) if plan is not None else []
+        failing = result.failing if result is not None else {}
+        instances = (
+            self.observer.observe(plan, self.host_for(plan), now, failing=failing) if plan is not None else []
+        )
         report = build_report(
             node=self.options.node,
             now=now,
