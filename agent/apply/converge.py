@@ -248,6 +248,27 @@ class _Apply:
         for service in self.of_kind(ResourceKind.SERVICE):
             if service.id not in with_unit and self._hooks(service, "pre"):
                 self._hooks(service, "post")
+        self._restart_for_drop_ins()
+
+    def _restart_for_drop_ins(self) -> None:
+        """A unit the plan only adds drop-ins to (a distribution's nginx.service, say) is restarted
+        when one changed, if it runs: its running process must have the setting. Planned, not drift."""
+        owned = {r.spec["name"] for r in self.of_kind(ResourceKind.UNIT) if not r.spec.get("dropIn")}
+        drop_ins = [r for r in self.of_kind(ResourceKind.UNIT) if r.spec.get("dropIn")]
+        for name in sorted({r.spec["name"] for r in drop_ins} - owned):
+            changed = self._unit_changes(name)
+            mine = [r for r in drop_ins if r.spec["name"] == name]
+            if not changed or any(self.changes[r.id].outcome is Outcome.FAILED for r in mine):
+                continue
+            try:
+                if not self.host.runtime.status(name).active:
+                    continue
+                self.host.runtime.restart(name)
+                note = Change(Outcome.CHANGED, f"{name}: restart (changed: {', '.join(changed)})")
+            except (PlumbError, OSError) as exc:
+                note = failed(_describe(exc))
+            for resource in mine:
+                self.amend(resource.id, note)
 
     def _settle_with_hooks(self, resource: PlanResource, service: PlanResource | None) -> None:
         if service is not None and not self._hooks(service, "pre"):
@@ -365,6 +386,11 @@ def prune(plan: Plan, host: Host, ledger: Mapping[str, Any]) -> tuple[str, ...]:
     if ResourceKind.UNIT in kinds:
         with contextlib.suppress(PlumbError, OSError):
             host.runtime.reload()
+        reset_failed = getattr(host.runtime, "reset_failed", None)
+        for _rid, entry in gone:
+            if entry.get("kind") == ResourceKind.UNIT and not entry.get("dropIn") and callable(reset_failed):
+                with contextlib.suppress(PlumbError, OSError):
+                    reset_failed(entry["unit"])
     if ResourceKind.NGINX in kinds and host.nginx is not None:
         with contextlib.suppress(PlumbError, OSError):
             settle_sites([], host, reload=True)

@@ -159,3 +159,34 @@ def test_a_unit_stopped_by_hand_is_drift_and_started_again(node: Node) -> None:
     report = node.agent_once()
     assert [d["id"] for d in report["drift"]] == ["unit:kept.service"]
     assert node.systemctl("is-active", "kept.service") == "active"
+
+
+def test_a_drop_in_for_a_distribution_unit_reaches_its_running_process(node: Node) -> None:
+    """nginx.service is Debian's; the plan adds a drop-in: systemd reloads and nginx restarts with it
+    (a new main process, started after the reload)."""
+    assert node.systemctl("is-active", "nginx.service") == "active"
+    before = node.systemctl("show", "-p", "MainPID", "--value", "nginx.service")
+    spec = {
+        "name": "nginx.service",
+        "dropIn": "plumb.conf",
+        "content": "[Service]\nEnvironment=PLUMB_DROPIN=1\n",
+    }
+    node.publish([resource("unit", spec, service="edge")])
+    report = node.agent_once()
+    pid = node.systemctl("show", "-p", "MainPID", "--value", "nginx.service")
+    assert pid not in (before, "0")
+    # nginx rewrites its process title over its environment, so read what systemd started it with
+    assert "PLUMB_DROPIN=1" in node.systemctl("show", "-p", "Environment", "--value", "nginx.service")
+    assert report["drift"] == [] and "restart" in by_id(report, "unit:nginx.service/plumb.conf")["reason"]
+
+
+def test_removed_units_leave_the_system_running_not_degraded(node: Node) -> None:
+    """Pruning stops, disables and removes the units, and resets their failed state (runs last)."""
+    node.publish([resource("file", {"path": "/etc/plumb/only", "mode": "0644", "content": "x\n"})])
+    node.agent_once()
+    for name in ("quits", "loops", "steady", "kept"):
+        assert not (node.host.root / f"etc/systemd/system/{name}.service").exists()
+        assert node.systemctl("is-active", f"{name}.service") in ("inactive", "unknown")
+    assert node.host.run(["systemctl", "is-system-running"]).stdout.strip() == "running", node.systemctl(
+        "list-units", "--failed", "--no-legend"
+    )

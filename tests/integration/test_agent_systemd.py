@@ -20,16 +20,16 @@ pytestmark = pytest.mark.integration
 
 STAND_IN = """#!/bin/sh
 state="$PLUMB_FAKE_SYSTEMD"
-echo "$*" >> "$state/calls"
+echo "$*" | sed 's/ -- / /' >> "$state/calls"
 if [ -e "$state/fail-$1" ]; then rm "$state/fail-$1"; exit 1; fi
+for unit; do :; done  # the last argument: the unit, after `--`
 case "$1" in
-  daemon-reload) ;;
-  start|restart) echo active > "$state/$2.active" ;;
-  stop) echo inactive > "$state/$2.active" ;;
-  enable) echo enabled > "$state/$2.enabled" ;;
-  disable) echo disabled > "$state/$2.enabled" ;;
+  daemon-reload|reset-failed) ;;
+  start|restart) echo active > "$state/$unit.active" ;;
+  stop) echo inactive > "$state/$unit.active" ;;
+  enable) echo enabled > "$state/$unit.enabled" ;;
+  disable) echo disabled > "$state/$unit.enabled" ;;
   show)
-    unit="$4"
     echo "ActiveState=$(cat "$state/$unit.active" 2>/dev/null || echo inactive)"
     echo "MainPID=0"
     echo "NRestarts=0"
@@ -90,7 +90,12 @@ def test_systemctl_sequence(systemd: Path, tmp_path: Path) -> None:
     assert calls(systemd) == ["stop api.service"]
     world.publish([resource("file", {"path": "/etc/plumb/x", "mode": "0644", "content": "x"})])
     world.agent().run(once=True)
-    assert calls(systemd) == ["stop api.service", "disable api.service", "daemon-reload"]
+    assert calls(systemd) == [
+        "stop api.service",
+        "disable api.service",
+        "daemon-reload",
+        "reset-failed api.service",
+    ]
     assert not world.path("/etc/systemd/system/api.service").exists()
     assert not world.path("/etc/systemd/system/api.service.d/limits.conf").exists()
     assert "systemd" in world.report()["capabilities"]

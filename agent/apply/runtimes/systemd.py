@@ -80,20 +80,25 @@ class SystemdRuntime:
     def reload(self) -> None:
         self._run("daemon-reload")
 
+    # `--` before every unit name: a name is never read as an option, whatever the plan holds
     def status(self, unit: str) -> UnitStatus:
-        return status_from_show(parse_show(self._run("show", "-p", SHOW_PROPERTIES, unit)))
+        return status_from_show(parse_show(self._run("show", "-p", SHOW_PROPERTIES, "--", unit)))
 
     def start(self, unit: str) -> None:
-        self._run("start", unit)
+        self._run("start", "--", unit)
 
     def restart(self, unit: str) -> None:
-        self._run("restart", unit)
+        self._run("restart", "--", unit)
 
     def stop(self, unit: str) -> None:
-        self._run("stop", unit)
+        self._run("stop", "--", unit)
 
     def set_enabled(self, unit: str, enabled: bool) -> None:
-        self._run("enable" if enabled else "disable", unit)
+        self._run("enable" if enabled else "disable", "--", unit)
+
+    def reset_failed(self, unit: str) -> None:
+        """Forget a removed unit's failed state, so it does not keep the system `degraded`."""
+        self._run("reset-failed", "--", unit, check=False)
 
     def verify(self, unit: str) -> str | None:
         return verify_unit_file(self.unit_dir / unit, analyze=self.analyze)
