@@ -107,13 +107,15 @@ def by_id(report: Mapping[str, Any], ident: str) -> dict[str, Any]:
 
 def test_a_unit_that_exits_after_start_is_reported_failed_with_its_exit_status(node: Node) -> None:
     """Type=simple exiting 3: the resource fails with systemd's result, not as drift, every run."""
-    node.publish([unit("quits.service", "ExecStart=/bin/sh -c 'sleep 0.2; exit 3'\n"), service("quits")])
+    body = "ExecStart=/bin/sh -c 'sleep 0.2; echo cannot open /etc/quits.conf; exit 3'\n"
+    node.publish([unit("quits.service", body), service("quits")])
     node.agent_once()
     assert eventually(lambda: node.systemctl("is-failed", "quits.service") == "failed")
     for _ in range(2):
         report = node.agent_once()
         entry = by_id(report, "unit:quits.service")
         assert entry["outcome"] == "failed" and "exit-code, status 3" in entry["error"], entry
+        assert "last lines: " in entry["error"] and "cannot open /etc/quits.conf" in entry["error"]
         assert report["drift"] == []
         [instance] = [i for i in report["instances"] if i["service"] == "quits"]
         assert instance["ready"] is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.apply.runtimes.base import UnitStatus
-from agent.apply.runtimes.systemd import status_from_show
+from agent.apply.runtimes.systemd import last_lines, status_from_show
 from agent.host.unitfile import ExecConfig, exec_config, parse_show, parse_timespan, should_restart
 from contract.errors import PermanentError
 from contract.vocabulary import InstanceState
@@ -140,3 +140,16 @@ SHOWS = [
 def test_systemctl_show(output: str, expected: UnitStatus) -> None:
     """`systemctl show -p ...` output becomes a UnitStatus."""
     assert status_from_show(parse_show(output)) == expected
+
+
+LOGGED = [
+    ("", ""),
+    ("starting\n\nboom: no such file\n", "starting | boom: no such file"),
+    ("x" * 400, "…" + "x" * 299),
+]
+
+
+@pytest.mark.parametrize(("text", "line"), LOGGED)
+def test_last_journal_lines_become_one_line(text: str, line: str) -> None:
+    """What a failed unit logged last, on one line and bounded, for its report."""
+    assert last_lines(text) == line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from agent.apply.runtimes.base import UnitStatus
@@ -20,6 +21,7 @@ _ACTIVE = {
     "inactive": InstanceState.STOPPED,
 }
 SHOW_PROPERTIES = "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,MainPID,NRestarts,UnitFileState"
+JOURNAL_LINES = 5
 _EXITED = "1"  # ExecMainCode: CLD_EXITED; 2 and 3 are killed and dumped, whose status is a signal
 
 
@@ -46,6 +48,12 @@ def status_from_show(fields: dict[str, str]) -> UnitStatus:
     return UnitStatus(state, pid, restarts, enabled, detail, restarting=sub == "auto-restart")
 
 
+def last_lines(text: str, *, limit: int = 300) -> str:
+    """Pure: a unit's last journal lines as one line ("a | b | c"), at most `limit` characters."""
+    joined = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else "…" + joined[-(limit - 1) :]
+
+
 def _failure(fields: dict[str, str], sub: str) -> str:
     """ "exit-code, status 3", "signal, signal 9; restarting (auto-restart)" and the like."""
     result, status = fields.get("Result", "") or "failed", fields.get("ExecMainStatus", "")
@@ -60,11 +68,17 @@ class SystemdRuntime:
     name = "systemd"
 
     def __init__(
-        self, *, unit_dir: Path, systemctl: str = "systemctl", analyze: str = "systemd-analyze"
+        self,
+        *,
+        unit_dir: Path,
+        systemctl: str = "systemctl",
+        analyze: str = "systemd-analyze",
+        journalctl: str = "journalctl",
     ) -> None:
         self.unit_dir = unit_dir
         self.systemctl = systemctl
         self.analyze = analyze
+        self.journalctl = journalctl
 
     def _run(self, *args: str, check: bool = True) -> str:
         try:
@@ -82,7 +96,34 @@ class SystemdRuntime:
 
     # `--` before every unit name: a name is never read as an option, whatever the plan holds
     def status(self, unit: str) -> UnitStatus:
-        return status_from_show(parse_show(self._run("show", "-p", SHOW_PROPERTIES, "--", unit)))
+        """The unit now; a failed one's detail ends with the last lines it logged."""
+        status = status_from_show(parse_show(self._run("show", "-p", SHOW_PROPERTIES, "--", unit)))
+        if status.state is not InstanceState.FAILED:
+            return status
+        logged = last_lines(self._journal(unit))
+        return replace(status, detail=f"{status.detail}; last lines: {logged}") if logged else status
+
+    def _journal(self, unit: str) -> str:
+        try:
+            done = subprocess.run(
+                [
+                    self.journalctl,
+                    "--unit",
+                    unit,
+                    "--lines",
+                    str(JOURNAL_LINES),
+                    "--no-pager",
+                    "--output",
+                    "cat",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
 
     def start(self, unit: str) -> None:
         self._run("start", "--", unit)
