@@ -19,6 +19,7 @@ from reconciler import __version__
 PLUGIN_GROUP = "plumb.commands"
 _COMMANDS: dict[str, str] = {
     "init": "reconciler.cli.commands.init:init",
+    "bootstrap": "reconciler.cli.commands.bootstrap:bootstrap_command",
     "validate": "reconciler.cli.commands.validate:validate",
     "render": "reconciler.cli.commands.render:render",
     "reconcile": "reconciler.cli.commands.reconcile:reconcile",
