@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,23 @@ def run(**options: Any) -> None:
     """Pull the plan, verify it, converge the host, probe and report (every --interval)."""
     agent_options = _agent_options(options)
     configure_logging()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stopping = threading.Event()
+
+    def stop(*_: Any) -> None:
+        # the exit may land inside a libgit2 callback, which swallows it: the flag ends the loop then
+        stopping.set()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        outcome = Agent(agent_options).run(once=options["once"])
+        outcome = Agent(agent_options).run(once=options["once"], stop=stopping.is_set)
     except PlumbError as exc:
+        if stopping.is_set():
+            sys.exit(0)
         click.echo(f"plumb-agent: {exc}", err=True)
         sys.exit(1)
+    if stopping.is_set():
+        sys.exit(0)
     _print_outcome(outcome.report, output=options["output"])
     sys.exit(0 if outcome.ok else 2)
 

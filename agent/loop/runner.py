@@ -44,7 +44,7 @@ from contract.documents import JsonObject, parse_json_document, sign_document
 from contract.errors import ContractError, PathError, PermanentError, PlumbError, TemporaryError
 from contract.plan import Plan, format_time, verify_plan
 from contract.report import Rejected, Report
-from contract.transport.gitremote import Remote
+from contract.transport.gitremote import HostKeyError, Remote
 from contract.vocabulary import Outcome
 
 DEFAULT_HEARTBEAT = 30
@@ -380,10 +380,11 @@ class Agent:
         return self._cycle_saying(once=once, force_report=True)
 
     def _cycle_saying(self, *, once: bool, force_report: bool = False) -> CycleOutcome | None:
-        """One cycle; a full or read-only disk is one line per cycle, and the next one tries again."""
+        """One cycle; a full or read-only disk, or a Git host key not (yet) in known_hosts, is one line
+        per cycle, and the next one tries again (a one-shot run fails with it)."""
         try:
             return self.cycle(force_report=force_report)
-        except TemporaryError as exc:
+        except (TemporaryError, HostKeyError) as exc:
             if once:
                 raise
             log.error("cycle failed; will retry", node=self.options.node, reason=str(exc))

@@ -105,6 +105,42 @@ def test_run_over_ssh_refuses_an_unknown_host_key(tmp_path: Path, sshd: SshServe
     assert not world.path("/etc/plumb/a").exists()
 
 
+def test_a_running_agent_waits_for_the_host_key_to_be_pinned(tmp_path: Path, sshd: SshServer) -> None:
+    """As a service, an unpinned Git host key is one line per cycle, not an exit (which systemd would
+    turn into a restart loop); once known_hosts pins it, the agent converges without a restart."""
+    import time
+
+    world = AgentWorld(tmp_path)
+    world.publish([resource("file", {"path": "/etc/plumb/a", "mode": "0644", "content": "x\n"})])
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    args = [
+        *world.cli_args(),
+        "--interval",
+        "0.3s",
+        "--ssh-key",
+        str(sshd.client_key),
+        "--known-hosts",
+        str(known),
+    ]
+    args[args.index("--repo") + 1] = sshd.url(world.origin_path)
+    log = tmp_path / "agent.log"
+    with open(log, "w") as out:
+        agent = subprocess.Popen([sys.executable, "-m", "agent", *args], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "cycle failed; will retry" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert agent.poll() is None and str(known) in log.read_text()
+        known.write_text(sshd.known_hosts.read_text())
+        while not world.path("/etc/plumb/a").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert world.path("/etc/plumb/a").read_text() == "x\n" and agent.poll() is None
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+
+
 def test_run_before_enroll_says_what_to_do(tmp_path: Path) -> None:
     """Without node keys the agent refuses to run and names the enroll command."""
     world = AgentWorld(tmp_path)
