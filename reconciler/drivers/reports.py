@@ -11,6 +11,7 @@ or speak for another. Reports are cached by branch tip, so an unchanged branch c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -117,7 +118,7 @@ def _load(repo: pygit2.Repository, tip: str, node: str) -> tuple[dict[str, objec
         tree = repo[tip].peel(pygit2.Commit).tree
     except (KeyError, ValueError, pygit2.GitError) as exc:
         raise ContractError(f"report branch of {node} has no commit to read") from exc
-    others = sorted(str(entry.name) for entry in tree if entry.name != REPORT_FILE)[:5]
+    others = [str(e.name) for e in itertools.islice(tree, 6) if e.name != REPORT_FILE][:5]
     data = read_file(repo, tree, REPORT_FILE, what=f"report of {node}", limit=MAX_REPORT_BYTES)
     if data is None:
         raise ContractError(f"report branch of {node} has no {REPORT_FILE}")

@@ -123,10 +123,12 @@ class Host:
     def close(self) -> None:
         self.client.close()
 
-    def run(self, command: str, *, check: bool = True, stdin: str | None = None) -> Result:
-        """`command` in `sh -c` on the host (as root through `sudo -n` with --sudo)."""
+    def run(
+        self, command: str, *, check: bool = True, stdin: str | None = None, as_login: bool = False
+    ) -> Result:
+        """`command` in `sh -c` on the host (as root through `sudo -n` with --sudo, unless `as_login`)."""
         wrapped = f"sh -c {shlex.quote(command)}"
-        if self.sudo:
+        if self.sudo and not as_login:
             wrapped = f"sudo -n {wrapped}"
         channel_in, channel_out, _ = self.client.exec_command(wrapped + " 2>&1", timeout=600)
         if stdin is not None:
@@ -140,12 +142,16 @@ class Host:
         return Result(status, output)
 
     def put(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
-        """Write `data` to `path` on the host (through a temporary file and a rename, as root)."""
-        staging = f"/tmp/.plumb-bootstrap-{Path(path).name}"
-        sftp = self.client.open_sftp()
+        """Write `data` to `path` on the host, as root: uploaded into a directory only the login user
+        can enter (mktemp -d, 0700), so no other local user can swap the file before it is installed."""
+        private = self.run("mktemp -d /tmp/plumb-bootstrap.XXXXXXXX", as_login=True).output.strip()
+        staging = f"{private}/{Path(path).name}"
         try:
-            sftp.putfo(io.BytesIO(data), staging)
+            sftp = self.client.open_sftp()
+            try:
+                sftp.putfo(io.BytesIO(data), staging)
+            finally:
+                sftp.close()
+            self.run(f"install -D -m {mode:o} {shlex.quote(staging)} {shlex.quote(path)}")
         finally:
-            sftp.close()
-        source, target = shlex.quote(staging), shlex.quote(path)
-        self.run(f"install -D -m {mode:o} {source} {target} && rm -f {source}")
+            self.run(f"rm -rf {shlex.quote(private)}", check=False, as_login=True)
