@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from contract.errors import ContractError, PermanentError
+from contract.files import replace_file
 
 SEALED_PREFIX = "plumb:sealed:v1:"
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -130,23 +129,9 @@ class SealingKey:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a private key file with mode 0600 from the start (never readable by others).
-
-    The temporary file has a random name and is created exclusively (`mkstemp`: O_EXCL, 0600), so a
-    file planted beforehand in a shared directory is never opened; it is removed on any failure.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
+    """Write a private key file with mode 0600 from the start (never readable by others), through a
+    temporary file created exclusively with a random name (`contract.files.replace_file`)."""
+    replace_file(path, text)
 
 
 def _read_private(path: Path, size: int) -> bytes:

@@ -21,13 +21,13 @@ import os
 import pwd
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contract.errors import PathError, PermanentError, TemporaryError
+from contract.files import replace_file
 
 TMP_SUFFIX = ".plumb-tmp"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -335,22 +335,10 @@ def _lookup(name: str | None, getter: Callable[[str], Any], what: str) -> int:
 
 
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:
-    """Atomically replace a JSON state file: a unique temp file (O_EXCL) in the same directory,
-    fsync unless not `durable`, rename; the temp file is removed on any failure."""
+    """Atomically replace a JSON state file (`contract.files.replace_file`: a unique temp file, fsync
+    unless not `durable`, rename, the temp file removed on any failure)."""
     with saying(str(path), doing="writing", temporary=True):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w") as out:
-                json.dump(value, out, sort_keys=True)
-                out.flush()
-                if durable:
-                    os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        replace_file(path, json.dumps(value, sort_keys=True), durable=durable)
 
 
 class DamagedState(PermanentError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Fleet, kill_processes_under
+from tests.e2e.harness import Fleet, stopped_afterwards
 
 FleetFactory = Callable[..., Fleet]
 
@@ -20,30 +21,25 @@ def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
     whether the test passed or not.
     """
     fleets: list[Fleet] = []
+    with contextlib.ExitStack() as stack:
 
-    def make(
-        *,
-        source: Path | None = None,
-        files: Mapping[str, str] | None = None,
-        prepare: Callable[[Path], object] | None = None,
-        agent_interval: str = "0.5s",
-        name: str = "fleet",
-    ) -> Fleet:
-        # release artifacts are built under tmp_path (tmp_path/artifacts, or next to the fleet's
-        # working tree with demo.fleet.prepare_shop), and file:// URLs point there
-        workdir = tmp_path / f"{name}-{len(fleets)}"
-        fleet = Fleet(workdir, agent_interval=agent_interval, local_artifacts=tmp_path)
-        fleets.append(fleet)
-        fleet.create(source=source, files=files, prepare=prepare)
-        return fleet
+        def make(
+            *,
+            source: Path | None = None,
+            files: Mapping[str, str] | None = None,
+            prepare: Callable[[Path], object] | None = None,
+            agent_interval: str = "0.5s",
+            name: str = "fleet",
+        ) -> Fleet:
+            # release artifacts are built under tmp_path (tmp_path/artifacts, or next to the fleet's
+            # working tree with demo.fleet.prepare_shop), and file:// URLs point there
+            workdir = tmp_path / f"{name}-{len(fleets)}"
+            fleet = Fleet(workdir, agent_interval=agent_interval, local_artifacts=tmp_path)
+            fleets.append(stack.enter_context(stopped_afterwards(fleet)))
+            fleet.create(source=source, files=files, prepare=prepare)
+            return fleet
 
-    yield make
-    for fleet in fleets:
-        try:
-            fleet.stop()
-        finally:
-            leftovers = kill_processes_under(fleet.workdir)
-        assert not leftovers, f"processes left running under {fleet.workdir}: {leftovers}"
+        yield make
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,19 @@ def _read_json(repo: Any, ref: str, path: str) -> dict[str, Any]:
     value = json.loads(reference.peel().tree[path].data)
     assert isinstance(value, dict)
     return value
+
+
+@contextlib.contextmanager
+def stopped_afterwards(fleet: Fleet) -> Iterator[Fleet]:
+    """Yield `fleet`; then stop it and kill whatever is left under its directory, failing if anything was."""
+    try:
+        yield fleet
+    finally:
+        try:
+            fleet.stop()
+        finally:
+            leftovers = kill_processes_under(fleet.workdir)
+        assert not leftovers, f"processes left running under {fleet.workdir}: {leftovers}"
 
 
 def processes_under(path: Path) -> list[int]:

@@ -34,7 +34,7 @@ import pytest
 from contract.crypto import SigningKey, VerifyKey
 from contract.documents import sign_document, verify_document
 from demo.fleet import free_port, nginx_available
-from tests.e2e.harness import Fleet, kill_processes_under
+from tests.e2e.harness import Fleet, stopped_afterwards
 from tests.e2e.test_loop import HOST, SERVICE, files
 from tests.support.gitrepo import SIGNATURE
 
@@ -352,8 +352,7 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
     workdir = tmp_path_factory.mktemp("attacks")
     port = free_port(APPS.values(), start=18280)
     edge_port = free_port([EDGE[1]], start=18380)
-    fleet = Fleet(workdir / "fleet", reconcile_interval="1s")
-    try:
+    with stopped_afterwards(Fleet(workdir / "fleet", reconcile_interval="1s")) as fleet:
         fleet.create(files=files(port, edge_port, apps=APPS, edge=EDGE, message="round-0"))
         config = fleet.local.repository().config
         config["gc.auto"] = "0"  # a push would otherwise start `git gc` over the attacker's 1 GiB blobs
@@ -362,12 +361,6 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
         running = Attacked(fleet, port=port, edge_port=edge_port)
         fleet.wait_converged(timeout=TIMEOUT)
         yield running
-    finally:
-        try:
-            fleet.stop()
-        finally:
-            leftovers = kill_processes_under(fleet.workdir)
-        assert not leftovers, f"processes left running under {fleet.workdir}: {leftovers}"
 
 
 @pytest.mark.parametrize("name", list(TABLE))

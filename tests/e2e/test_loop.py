@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from demo.fleet import free_port, nginx_available
-from tests.e2e.harness import Fleet, kill_processes_under
+from tests.e2e.harness import Fleet, stopped_afterwards
 
 pytestmark = [
     pytest.mark.e2e,
@@ -198,19 +198,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     workdir = tmp_path_factory.mktemp("loop")
     port = free_port(APPS.values(), start=18080)
     edge_port = free_port([EDGE[1]], start=18180)
-    fleet = Fleet(workdir / "fleet")
-    try:
+    with stopped_afterwards(Fleet(workdir / "fleet")) as fleet:
         fleet.create(files=files(port, edge_port))
         fleet.start()
         running = Loop(fleet, port=port, edge_port=edge_port)
         running.wait_serving()
         yield running
-    finally:
-        try:
-            fleet.stop()
-        finally:
-            leftovers = kill_processes_under(fleet.workdir)
-        assert not leftovers, f"processes left running under {fleet.workdir}: {leftovers}"
 
 
 class TestLoop:
