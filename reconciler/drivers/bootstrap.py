@@ -69,7 +69,7 @@ def bootstrap(
         enrolled.steps.append(step)
         progress(step)
 
-    steps: Sequence[tuple[str, Callable[[Host, Request, bool], tuple[str, str]]]] = (
+    steps: Sequence[tuple[str, Callable[[Host, Request, bool, Enrolled], tuple[str, str]]]] = (
         ("check", _check),
         ("install", _install),
         ("enroll", _enroll),
@@ -79,19 +79,14 @@ def bootstrap(
     )
     for name, action in steps:
         try:
-            outcome, detail = action(host, request, dry_run)
+            outcome, detail = action(host, request, dry_run, enrolled)
         except (PlumbError, OSError) as exc:
             raise StepFailed(f"step {name!r} failed: {exc}") from exc
         record(name, outcome, detail)
-        if dry_run and name == "check":
-            return enrolled
-    keys = host.run(f"{AGENT} enroll --node {shlex.quote(request.node)} --state-dir {STATE_DIR}").output
-    enrolled.signing, enrolled.sealing = _keys(keys)
-    enrolled.deploy_key = host.run(f"cat {ETC}/deploy_key.pub").output.strip()
     return enrolled
 
 
-def _check(host: Host, _request: Request, _dry: bool) -> tuple[str, str]:
+def _check(host: Host, _request: Request, _dry: bool, _found: Enrolled) -> tuple[str, str]:
     version = host.run("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'", check=False)
     if version.status != 0:
         raise UsageError(
@@ -118,7 +113,7 @@ def _check(host: Host, _request: Request, _dry: bool) -> tuple[str, str]:
     )
 
 
-def _install(host: Host, request: Request, dry: bool) -> tuple[str, str]:
+def _install(host: Host, request: Request, dry: bool, _found: Enrolled) -> tuple[str, str]:
     have = host.run(f"{AGENT} --version", check=False)
     if have.status == 0 and __version__ in have.output:
         return "unchanged", f"plumb-agent {__version__} in {AGENT_HOME}"
@@ -139,23 +134,34 @@ def _install(host: Host, request: Request, dry: bool) -> tuple[str, str]:
     return "done", f"plumb-agent {__version__} from {request.wheel.name}"
 
 
-def _enroll(host: Host, request: Request, dry: bool) -> tuple[str, str]:
+def _enroll(host: Host, request: Request, dry: bool, found: Enrolled) -> tuple[str, str]:
+    """The node's keys: made unless they exist (enroll keeps them), and their public halves read."""
     existed = host.run(f"test -f {STATE_DIR}/signing.key", check=False).status == 0
+    if dry:
+        return (
+            ("unchanged", f"keys kept in {STATE_DIR}")
+            if existed
+            else ("would do", f"create keys in {STATE_DIR}")
+        )
+    printed = host.run(f"{AGENT} enroll --node {shlex.quote(request.node)} --state-dir {STATE_DIR}").output
+    found.signing, found.sealing = _keys(printed)
+    return ("unchanged", f"keys kept in {STATE_DIR}") if existed else ("done", f"keys created in {STATE_DIR}")
+
+
+def _deploy_key(host: Host, request: Request, dry: bool, found: Enrolled) -> tuple[str, str]:
+    existed = host.run(f"test -f {ETC}/deploy_key", check=False).status == 0
+    if dry:
+        return (
+            ("unchanged", f"{ETC}/deploy_key kept") if existed else ("would do", f"create {ETC}/deploy_key")
+        )
+    if not existed:
+        comment = shlex.quote(f"plumb-agent@{request.node}")
+        host.run(
+            f"install -d -m 700 {ETC} && ssh-keygen -q -t ed25519 -N '' -C {comment} -f {ETC}/deploy_key"
+        )
+    found.deploy_key = host.run(f"cat {ETC}/deploy_key.pub").output.strip()
     if existed:
-        return "unchanged", f"keys kept in {STATE_DIR}"
-    if dry:
-        return "would do", f"create the node's keys in {STATE_DIR}"
-    host.run(f"{AGENT} enroll --node {shlex.quote(request.node)} --state-dir {STATE_DIR}")
-    return "done", f"keys created in {STATE_DIR}"
-
-
-def _deploy_key(host: Host, request: Request, dry: bool) -> tuple[str, str]:
-    if host.run(f"test -f {ETC}/deploy_key", check=False).status == 0:
         return "unchanged", f"{ETC}/deploy_key kept"
-    if dry:
-        return "would do", f"create {ETC}/deploy_key"
-    comment = shlex.quote(f"plumb-agent@{request.node}")
-    host.run(f"install -d -m 700 {ETC} && ssh-keygen -q -t ed25519 -N '' -C {comment} -f {ETC}/deploy_key")
     return "done", f"{ETC}/deploy_key created: register its public key with the Git server"
 
 
@@ -169,7 +175,7 @@ def files_for(request: Request) -> Mapping[str, tuple[str, int]]:
     }
 
 
-def _configure(host: Host, request: Request, dry: bool) -> tuple[str, str]:
+def _configure(host: Host, request: Request, dry: bool, _found: Enrolled) -> tuple[str, str]:
     changed = [path for path, (text, _) in files_for(request).items() if _content(host, path) != text]
     if not changed:
         return "unchanged", f"{ETC}/agent.env, reconciler.pub, known_hosts"
@@ -181,8 +187,11 @@ def _configure(host: Host, request: Request, dry: bool) -> tuple[str, str]:
     return "done", "wrote " + ", ".join(changed)
 
 
-def _service(host: Host, _request: Request, dry: bool) -> tuple[str, str]:
-    unit = host.run(f"{AGENT} service-file").output
+def _service(host: Host, _request: Request, dry: bool, _found: Enrolled) -> tuple[str, str]:
+    printed = host.run(f"{AGENT} service-file", check=not dry)
+    if printed.status != 0:  # a dry run on a host without the agent yet
+        return "would do", "install, enable and start plumb-agent.service"
+    unit = printed.output
     fresh = _content(host, UNIT) != unit
     active = host.run("systemctl is-active plumb-agent.service", check=False).output.strip() == "active"
     if not fresh and active:

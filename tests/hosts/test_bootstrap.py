@@ -46,6 +46,12 @@ def test_bootstrap_installs_enrolls_starts_and_writes_the_node(
     node: tuple[HostLab, TestHost], tmp_path: Path
 ) -> None:
     lab, host = node
+    dry = bootstrap(lab, host, tmp_path, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    planned = {line.split(": ")[0].split()[-1] for line in dry.stdout.splitlines() if line.startswith("  ")}
+    assert planned == {"ok", "do"} and dry.stdout.count("would do") == 5, dry.stdout  # every step but check
+    assert host.run(["test", "-e", "/opt/plumb-agent"]).returncode == 1 and not (tmp_path / "nodes").exists()
+
     first = bootstrap(lab, host, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert host.run(["systemctl", "is-active", "plumb-agent.service"]).stdout.strip() == "active"

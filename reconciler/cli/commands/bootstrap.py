@@ -45,7 +45,7 @@ from reconciler.drivers.ssh import DEFAULT_KNOWN_HOSTS, Host, Target
 )
 @click.option(
     "--git-known-hosts",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="known_hosts lines of the Git server, for the agent (default: none; needed for ssh:// repos).",
 )
 @click.option(
@@ -57,7 +57,22 @@ from reconciler.drivers.ssh import DEFAULT_KNOWN_HOSTS, Host, Target
 )
 @click.option("--sudo", is_flag=True, help="Run the host's commands through sudo -n (a non-root user).")
 @click.option("--dry-run", is_flag=True, help="Check the host and say what would be done; change nothing.")
-def bootstrap_command(target: str, **options: object) -> None:
+def bootstrap_command(
+    target: str,
+    node: str,
+    repo_url: str,
+    identity: Path | None,
+    known_hosts: Path,
+    address: str | None,
+    labels: tuple[str, ...],
+    reconciler_key: str | None,
+    wheel: Path | None,
+    wheelhouse: Path | None,
+    git_known_hosts: Path | None,
+    desired: Path,
+    sudo: bool,
+    dry_run: bool,
+) -> None:
     """Install the agent on a host over SSH, enroll it, start it, and write nodes/NAME.yaml.
 
     \b
@@ -77,24 +92,37 @@ def bootstrap_command(target: str, **options: object) -> None:
           --label role=web --git-known-hosts ~/.ssh/known_hosts
     """
     try:
-        request, (where, identity, known), labels, address = _parse(target, options)
-        host = Host(where, identity=identity, known_hosts=known, sudo=bool(options["sudo"]))
+        where = Target.parse(target)
+        request = Request(
+            node=node,
+            repo_url=repo_url,
+            reconciler_key=_pinned(reconciler_key),
+            wheel=wheel,
+            wheelhouse=wheelhouse,
+            git_known_hosts=git_known_hosts.read_text() if git_known_hosts else "",
+        )
+        node_labels = _labels(labels)
+        host = Host(where, identity=identity, known_hosts=known_hosts, sudo=sudo)
     except PlumbError as error:
         fail(error)
         return
     try:
-        enrolled = bootstrap(host, request, dry_run=bool(options["dry_run"]), progress=_show)
+        enrolled = bootstrap(host, request, dry_run=dry_run, progress=_show)
     except PlumbError as error:
         fail(error)
         return
     finally:
         host.close()
-    if options["dry_run"]:
+    if dry_run:
         click.echo("dry run: nothing changed")
         return
-    path = Path(str(options["desired"])) / "nodes" / f"{request.node}.yaml"
+    path = desired / "nodes" / f"{node}.yaml"
     text = node_document(
-        request.node, address=address, labels=labels, signing=enrolled.signing, sealing=enrolled.sealing
+        node,
+        address=address or where.host,
+        labels=node_labels,
+        signing=enrolled.signing,
+        sealing=enrolled.sealing,
     )
     state = "unchanged" if path.exists() and path.read_text() == text else "written"
     if state == "written":
@@ -105,37 +133,20 @@ def bootstrap_command(target: str, **options: object) -> None:
     click.echo(f"  {enrolled.deploy_key}")
 
 
-def _parse(
-    target: str, options: dict[str, object]
-) -> tuple[Request, tuple[Target, Path | None, Path], dict[str, str], str]:
-    where = Target.parse(target)
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for item in options["labels"] or ():  # type: ignore[attr-defined]
-        key, sep, value = str(item).partition("=")
+    for item in items:
+        key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--label {item!r}: give KEY=VALUE")
         labels[key] = value
-    given = options["reconciler_key"]
-    key = (
-        VerifyKey.from_text_or_file(str(given)).public_b64()
-        if given
-        else load_key(default_key_path()).public_b64()
-    )
-    wheel, wheelhouse = options["wheel"], options["wheelhouse"]
-    git_known = options["git_known_hosts"]
-    request = Request(
-        node=str(options["node"]),
-        repo_url=str(options["repo_url"]),
-        reconciler_key=key,
-        wheel=wheel if isinstance(wheel, Path) else None,
-        wheelhouse=wheelhouse if isinstance(wheelhouse, Path) else None,
-        git_known_hosts=git_known.read_text() if isinstance(git_known, Path) else "",
-    )
-    identity = options["identity"]
-    known = options["known_hosts"]
-    assert isinstance(known, Path)
-    host_args = (where, identity if isinstance(identity, Path) else None, known)
-    return request, host_args, labels, str(options["address"] or where.host)
+    return labels
+
+
+def _pinned(given: str | None) -> str:
+    """The reconciler key agents pin: the one given, else this machine's reconciler key."""
+    key = VerifyKey.from_text_or_file(given) if given else load_key(default_key_path()).verify_key()
+    return key.public_b64()
 
 
 def _show(step: Step) -> None:
