@@ -842,10 +842,9 @@ class Reconciler:
                 changes[path] = None
         run.alerts.extend(_branch_alerts(run))
         run.alerts.extend(_report_alerts(run, self.reports_prefix))
-        alerts = merge_alerts(self._trusted(run, ALERTS_PATH), run.alerts)
-        if alerts is not None and (
-            alerts != self._trusted(run, ALERTS_PATH) or ALERTS_PATH not in snapshot.files
-        ):
+        stored = self._trusted(run, ALERTS_PATH)
+        alerts = merge_alerts(stored, run.alerts)
+        if alerts is not None and alerts != stored:
             changes[ALERTS_PATH] = state_json(alerts)
         if not changes and trust.at_tip and not trust.unvouched:
             return changes  # the same files and serials: the manifest at the tip still holds

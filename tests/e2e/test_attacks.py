@@ -36,7 +36,7 @@ from contract.documents import sign_document, verify_document
 from demo.fleet import free_port, nginx_available
 from tests.e2e.harness import Fleet, stopped_afterwards
 from tests.e2e.test_loop import HOST, SERVICE, files
-from tests.support.gitrepo import SIGNATURE
+from tests.support.gitrepo import commit_files
 
 pytestmark = [
     pytest.mark.e2e,
@@ -73,15 +73,8 @@ class Attacked:
     def write(self, branch: str, files: dict[str, bytes | tuple[int, str]], *, keep: bool = True) -> str:
         """Commit `files` on `branch` (bytes, or (filemode, object id) for a raw entry)."""
         for _ in range(50):  # the reconciler may hold the ref's lock for a moment: try again
-            repo = self.repo
-            ref = repo.references.get(f"refs/heads/{branch}")
-            base = ref.peel(pygit2.Commit).tree if ref is not None and keep else None
-            tree = _tree(repo, base, {tuple(p.split("/")): v for p, v in files.items()})
-            parents = [ref.target] if ref is not None else []
-            oid = repo.create_commit(None, SIGNATURE, SIGNATURE, "attack", tree, parents)
             with contextlib.suppress(OSError, pygit2.GitError):
-                repo.references.create(f"refs/heads/{branch}", oid, force=True)
-                return str(oid)
+                return commit_files(self.repo, branch, files, message="attack", keep=keep)
             time.sleep(0.05)
         raise AssertionError(f"could not write {branch}")
 
@@ -186,29 +179,6 @@ def _vm_hwm(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for {pid}")
-
-
-def _tree(
-    repo: pygit2.Repository, base: pygit2.Tree | None, files: dict[tuple[str, ...], bytes | tuple[int, str]]
-) -> pygit2.Oid:
-    builder = repo.TreeBuilder(base) if base is not None else repo.TreeBuilder()
-    nested: dict[str, dict[tuple[str, ...], bytes | tuple[int, str]]] = {}
-    for parts, value in files.items():
-        if len(parts) > 1:
-            nested.setdefault(parts[0], {})[parts[1:]] = value
-        elif isinstance(value, bytes):
-            builder.insert(parts[0], repo.create_blob(value), pygit2.enums.FileMode.BLOB)
-        else:
-            builder.insert(parts[0], pygit2.Oid(hex=value[1]), value[0])
-    for name, children in nested.items():
-        sub = base[name] if base is not None and name in base else None
-        sub_tree = repo[sub.id] if sub is not None else None
-        builder.insert(
-            name,
-            _tree(repo, sub_tree if isinstance(sub_tree, pygit2.Tree) else None, children),
-            pygit2.enums.FileMode.TREE,
-        )
-    return builder.write()
 
 
 def _report(attacked: Attacked, node: str, **changes: Any) -> dict[str, Any]:

@@ -17,10 +17,14 @@ def bare_repo(path: Path) -> pygit2.Repository:
     return pygit2.init_repository(str(path), bare=True)
 
 
-def _tree(repo: pygit2.Repository, files: Mapping[str, bytes | None], base: pygit2.Tree | None) -> pygit2.Oid:
-    """Build a tree from `base` with `files` written (bytes) or removed (None); paths may nest."""
+Entry = bytes | tuple[int, str] | None  # content, (file mode, object id) as it is, or removed
+
+
+def _tree(repo: pygit2.Repository, files: Mapping[str, Entry], base: pygit2.Tree | None) -> pygit2.Oid:
+    """Build a tree from `base` with `files` written (bytes), entered as given ((mode, id): a gitlink,
+    an object written elsewhere) or removed (None); paths may nest."""
     builder = repo.TreeBuilder(base) if base is not None else repo.TreeBuilder()
-    nested: dict[str, dict[str, bytes | None]] = {}
+    nested: dict[str, dict[str, Entry]] = {}
     for name, data in files.items():
         head, _, rest = name.partition("/")
         if rest:
@@ -28,6 +32,8 @@ def _tree(repo: pygit2.Repository, files: Mapping[str, bytes | None], base: pygi
         elif data is None:
             if builder.get(head) is not None:
                 builder.remove(head)
+        elif isinstance(data, tuple):
+            builder.insert(head, pygit2.Oid(hex=data[1]), data[0])
         else:
             builder.insert(head, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
     for head, children in nested.items():
@@ -41,7 +47,7 @@ def _tree(repo: pygit2.Repository, files: Mapping[str, bytes | None], base: pygi
 def commit_files(
     repo: pygit2.Repository,
     branch: str,
-    files: Mapping[str, bytes | str | None],
+    files: Mapping[str, bytes | str | tuple[int, str] | None],
     *,
     message: str = "test commit",
     keep: bool = True,
